@@ -1,0 +1,54 @@
+/**
+ * `wrapguard <command>`: dispatches to one module per command. Each command module exports
+ * `main(args): Promise<number>` returning the process exit code, so commands are testable
+ * without spawning a process.
+ *
+ * @module
+ */
+
+type Command = { summary: string; load: () => Promise<{ main(args: string[]): Promise<number> }> };
+
+const commands: Record<string, Command> = {
+  genkey: {
+    summary: "print a new private key (as wg genkey)",
+    load: () => import("./keys.ts").then((m) => ({ main: m.genkey })),
+  },
+  pubkey: {
+    summary: "read a private key on stdin, print its public key (as wg pubkey)",
+    load: () => import("./keys.ts").then((m) => ({ main: m.pubkey })),
+  },
+  genpsk: {
+    summary: "print a new preshared key (as wg genpsk)",
+    load: () => import("./keys.ts").then((m) => ({ main: m.genpsk })),
+  },
+};
+
+export const VERSION = "0.1.0";
+
+function usage(): string {
+  const lines = Object.entries(commands).map(([name, c]) => `  ${name.padEnd(10)} ${c.summary}`);
+  return `Usage: wrapguard <command> [options]\n\nCommands:\n${lines.join("\n")}\n\n` +
+    `Run 'wrapguard <command> --help' for a command's options.\n`;
+}
+
+export async function main(args: string[]): Promise<number> {
+  const [name, ...rest] = args;
+  if (name === undefined || name === "--help" || name === "-h" || name === "help") {
+    console.log(usage());
+    return name === undefined ? 2 : 0;
+  }
+  if (name === "--version" || name === "-V") {
+    console.log(`wrapguard ${VERSION}`);
+    return 0;
+  }
+  const command = commands[name];
+  if (!command) {
+    console.error(`wrapguard: unknown command '${name}'\n\n${usage()}`);
+    return 2;
+  }
+  return await (await command.load()).main(rest);
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}
