@@ -1,0 +1,101 @@
+/**
+ * The engine's UDP socket. One dual-stack socket when the host has IPv6, else IPv4 only; peers'
+ * addresses arrive as text from node:dgram and are turned into cached Endpoint objects, so a
+ * steady stream from one peer costs one Map lookup per datagram, not a parse.
+ *
+ * @module
+ */
+import dgram from "node:dgram";
+import { formatIP, type IpBytes, parseIP, unmapIPv4 } from "../wire/addr.ts";
+import type { Endpoint } from "../wireguard/peer.ts";
+
+export interface UdpTransportOptions {
+  /** 0 or undefined: an ephemeral port, as wg-quick without ListenPort. */
+  port?: number;
+  /** Bind address; default all addresses. Tests bind 127.0.0.1. */
+  address?: string;
+  onDatagram(from: Endpoint, data: Uint8Array): void;
+  onError?(error: Error): void;
+}
+
+export class UdpTransport {
+  #socket: dgram.Socket;
+  #dualStack: boolean;
+  #endpoints = new Map<string, Endpoint>();
+  #targets = new WeakMap<Endpoint, string>();
+  sendErrors = 0;
+
+  private constructor(socket: dgram.Socket, dualStack: boolean) {
+    this.#socket = socket;
+    this.#dualStack = dualStack;
+  }
+
+  static async open(options: UdpTransportOptions): Promise<UdpTransport> {
+    const wantV4Only = options.address !== undefined && !options.address.includes(":");
+    const tryBind = (type: "udp4" | "udp6") =>
+      new Promise<dgram.Socket>((resolve, reject) => {
+        const socket = dgram.createSocket({ type, ipv6Only: false, reuseAddr: false });
+        socket.once("error", reject);
+        socket.bind(
+          options.port ?? 0,
+          options.address ?? (type === "udp6" ? "::" : "0.0.0.0"),
+          () => {
+            socket.off("error", reject);
+            resolve(socket);
+          },
+        );
+      });
+    let socket: dgram.Socket, dualStack = false;
+    if (wantV4Only) socket = await tryBind("udp4");
+    else {
+      try {
+        socket = await tryBind("udp6");
+        dualStack = true;
+      } catch (e) {
+        // No IPv6 on this host, or the port is taken: an IPv4 socket tells which.
+        if (options.address?.includes(":")) throw e;
+        socket = await tryBind("udp4");
+      }
+    }
+    const transport = new UdpTransport(socket, dualStack);
+    socket.on("message", (msg: Uint8Array, rinfo: dgram.RemoteInfo) => {
+      options.onDatagram(transport.#endpoint(rinfo.address, rinfo.port), msg);
+    });
+    socket.on("error", (e: Error) => options.onError?.(e));
+    return transport;
+  }
+
+  get port(): number {
+    return this.#socket.address().port;
+  }
+
+  send(to: Endpoint, data: Uint8Array): void {
+    let target = this.#targets.get(to);
+    if (target === undefined) {
+      target = to.address.length === 4 && this.#dualStack
+        ? `::ffff:${formatIP(to.address)}`
+        : formatIP(to.address);
+      this.#targets.set(to, target);
+    }
+    this.#socket.send(data, to.port, target, (err) => {
+      if (err) this.sendErrors++;
+    });
+  }
+
+  close(): void {
+    this.#socket.close();
+  }
+
+  #endpoint(address: string, port: number): Endpoint {
+    const key = `${address}|${port}`;
+    let ep = this.#endpoints.get(key);
+    if (!ep) {
+      const bytes: IpBytes = unmapIPv4(parseIP(address) ?? new Uint8Array(4));
+      ep = { address: bytes.slice(), port };
+      // Bounded: a spoofing flood of sources must not grow this without end.
+      if (this.#endpoints.size > 4096) this.#endpoints.clear();
+      this.#endpoints.set(key, ep);
+    }
+    return ep;
+  }
+}

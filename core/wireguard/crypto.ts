@@ -1,0 +1,189 @@
+/**
+ * The primitives of paper section 5.4: HASH, MAC, HMAC, KDF1..3, AEAD, XAEAD, DH and TAI64N.
+ * noble is the reference implementation (DESIGN decision 8). Every function here is synchronous
+ * and allocation-light: the transport path seals and opens in place in the caller's buffer.
+ *
+ * @module
+ */
+import { x25519 } from "@noble/curves/ed25519.js";
+import { blake2s } from "@noble/hashes/blake2.js";
+import { hmac } from "@noble/hashes/hmac.js";
+import { chacha20poly1305, xchacha20poly1305 } from "@noble/ciphers/chacha.js";
+
+const encoder = new TextEncoder();
+
+/** HASH(a || b || ...): BLAKE2s-256 over the concatenation, without building it. */
+export function hash(...parts: Uint8Array[]): Uint8Array {
+  const h = blake2s.create();
+  for (const p of parts) h.update(p);
+  return h.digest();
+}
+
+export function hashString(s: string): Uint8Array {
+  return blake2s(encoder.encode(s));
+}
+
+/** MAC(key, input): keyed BLAKE2s with a 16-byte output. */
+export function mac(key: Uint8Array, input: Uint8Array): Uint8Array {
+  return blake2s(input, { key, dkLen: 16 });
+}
+
+/** HMAC(key, input) over BLAKE2s (RFC 2104 with a 64-byte block). */
+export function hmacBlake2s(key: Uint8Array, ...input: Uint8Array[]): Uint8Array {
+  const h = hmac.create(blake2s, key);
+  for (const p of input) h.update(p);
+  return h.digest();
+}
+
+const ONE = Uint8Array.of(1), TWO = Uint8Array.of(2), THREE = Uint8Array.of(3);
+
+export function kdf1(key: Uint8Array, input: Uint8Array): Uint8Array {
+  const t0 = hmacBlake2s(key, input);
+  return hmacBlake2s(t0, ONE);
+}
+
+export function kdf2(key: Uint8Array, input: Uint8Array): [Uint8Array, Uint8Array] {
+  const t0 = hmacBlake2s(key, input);
+  const t1 = hmacBlake2s(t0, ONE);
+  return [t1, hmacBlake2s(t0, t1, TWO)];
+}
+
+export function kdf3(key: Uint8Array, input: Uint8Array): [Uint8Array, Uint8Array, Uint8Array] {
+  const t0 = hmacBlake2s(key, input);
+  const t1 = hmacBlake2s(t0, ONE);
+  const t2 = hmacBlake2s(t0, t1, TWO);
+  return [t1, t2, hmacBlake2s(t0, t2, THREE)];
+}
+
+// One nonce buffer reused by every call: all calls are synchronous, so it is never shared live.
+const nonce = new Uint8Array(12);
+const nonceView = new DataView(nonce.buffer);
+function counterNonce(counter: number): Uint8Array {
+  // Paper 5.4.6: 32 bits of zeros then the 64-bit little-endian counter.
+  nonceView.setUint32(4, counter >>> 0, true);
+  nonceView.setUint32(8, Math.floor(counter / 0x1_0000_0000), true);
+  return nonce;
+}
+
+const EMPTY = new Uint8Array(0);
+
+/** AEAD(key, counter, plain, aad) into `out` (plain.length + 16 bytes; may be plain's buffer). */
+export function aeadSeal(
+  key: Uint8Array,
+  counter: number,
+  plain: Uint8Array,
+  aad: Uint8Array,
+  out: Uint8Array,
+): void {
+  chacha20poly1305(key, counterNonce(counter), aad).encrypt(plain, out);
+}
+
+/** Opens `sealed` into `out` (sealed.length - 16 bytes); false when authentication fails. */
+export function aeadOpen(
+  key: Uint8Array,
+  counter: number,
+  sealed: Uint8Array,
+  aad: Uint8Array,
+  out: Uint8Array,
+): boolean {
+  try {
+    chacha20poly1305(key, counterNonce(counter), aad).decrypt(sealed, out);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Convenience for handshake fields: returns a new sealed array. */
+export function seal(key: Uint8Array, plain: Uint8Array, aad: Uint8Array): Uint8Array {
+  const out = new Uint8Array(plain.length + 16);
+  aeadSeal(key, 0, plain, aad, out);
+  return out;
+}
+
+/** Convenience for handshake fields: returns the plaintext or undefined. */
+export function open(key: Uint8Array, sealed: Uint8Array, aad: Uint8Array): Uint8Array | undefined {
+  if (sealed.length < 16) return undefined;
+  const out = new Uint8Array(sealed.length - 16);
+  return aeadOpen(key, 0, sealed, aad, out) ? out : undefined;
+}
+
+export function xaeadSeal(
+  key: Uint8Array,
+  nonce24: Uint8Array,
+  plain: Uint8Array,
+  aad: Uint8Array,
+) {
+  return xchacha20poly1305(key, nonce24, aad).encrypt(plain);
+}
+
+export function xaeadOpen(
+  key: Uint8Array,
+  nonce24: Uint8Array,
+  sealed: Uint8Array,
+  aad: Uint8Array,
+): Uint8Array | undefined {
+  try {
+    return xchacha20poly1305(key, nonce24, aad).decrypt(sealed);
+  } catch {
+    return undefined;
+  }
+}
+
+/** X25519; undefined for a low-order public key (all-zero shared secret), which peers reject. */
+export function dh(privateKey: Uint8Array, publicKey: Uint8Array): Uint8Array | undefined {
+  try {
+    const shared = x25519.getSharedSecret(privateKey, publicKey);
+    let acc = 0;
+    for (const b of shared) acc |= b;
+    return acc === 0 ? undefined : shared;
+  } catch {
+    return undefined;
+  }
+}
+
+export function dhPublic(privateKey: Uint8Array): Uint8Array {
+  return x25519.getPublicKey(privateKey);
+}
+
+/** A fresh clamped X25519 secret from `random` (RFC 7748 5). */
+export function dhGenerate(random: (n: number) => Uint8Array): Uint8Array {
+  const k = random(32);
+  k[0]! &= 248;
+  k[31]! &= 127;
+  k[31]! |= 64;
+  return k;
+}
+
+/**
+ * TAI64N of a wall-clock time in milliseconds: 8 bytes of 2^62 + 10 + seconds, then nanoseconds,
+ * both big-endian. Nanoseconds are rounded down to 2^24 ns (~16.8 ms) like wireguard-go, so the
+ * timestamp does not give away a precise clock to whoever can decrypt it.
+ */
+export function tai64n(wallMs: number): Uint8Array {
+  const out = new Uint8Array(12);
+  const view = new DataView(out.buffer);
+  const seconds = Math.floor(wallMs / 1000);
+  const nanos = Math.floor((wallMs - seconds * 1000) * 1e6) & ~0xffffff;
+  view.setBigUint64(0, 0x4000000000000000n + 10n + BigInt(seconds));
+  view.setUint32(8, nanos >>> 0);
+  return out;
+}
+
+/** Lexicographic comparison of equal-length byte strings (TAI64N compares this way). */
+export function compareBytes(a: Uint8Array, b: Uint8Array): number {
+  for (let i = 0; i < a.length && i < b.length; i++) {
+    if (a[i] !== b[i]) return a[i]! < b[i]! ? -1 : 1;
+  }
+  return a.length - b.length;
+}
+
+/** Constant-time equality for MACs and keys. */
+export function equalConstantTime(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  let acc = 0;
+  for (let i = 0; i < a.length; i++) acc |= a[i]! ^ b[i]!;
+  return acc === 0;
+}
+
+export { EMPTY };
