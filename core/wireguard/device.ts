@@ -463,7 +463,7 @@ export class Device {
     peer.keypairs.next = kp;
     this.#indices.set(localIndex, { kind: "keypair", peer, keypair: kp });
     this.#sendUdp(peer, message);
-    this.#authenticatedReceived(now, peer, msg.length);
+    this.#authenticatedReceived(peer, msg.length);
     this.#authenticatedTraversal(now, peer);
     this.#sessionDerived(now, peer);
   }
@@ -507,7 +507,7 @@ export class Device {
     this.setEndpoint(peer, from);
     this.#handshakeComplete(now, peer, "initiator");
     this.#sessionDerived(now, peer);
-    this.#authenticatedReceived(now, peer, msg.length);
+    this.#authenticatedReceived(peer, msg.length);
     this.#authenticatedTraversal(now, peer);
     // Send what waited for this session; with nothing waiting, a keepalive confirms it.
     if (peer.staged.length > 0) this.#flushStaged(now, peer);
@@ -573,7 +573,7 @@ export class Device {
       peer.sentLastMinuteHandshake = true;
       this.#initiateHandshake(now, peer, false);
     }
-    this.#authenticatedReceived(now, peer, msg.length);
+    this.#authenticatedReceived(peer, msg.length);
     this.#authenticatedTraversal(now, peer);
     if (plain.length === 0) {
       this.stats.keepalivesReceived++;
@@ -673,7 +673,7 @@ export class Device {
     peer.timers.zeroKeyMaterial = now + 3 * RejectAfterTime;
   }
 
-  #authenticatedReceived(now: number, peer: Peer, bytes: number): void {
+  #authenticatedReceived(peer: Peer, bytes: number): void {
     peer.stats.rxBytes += bytes;
     peer.timers.newHandshake = Infinity;
   }
