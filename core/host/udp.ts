@@ -59,7 +59,10 @@ export class UdpTransport {
     }
     const transport = new UdpTransport(socket, dualStack);
     socket.on("message", (msg: Uint8Array, rinfo: dgram.RemoteInfo) => {
-      options.onDatagram(transport.#endpoint(rinfo.address, rinfo.port), msg);
+      // A plain Uint8Array view over the Buffer: Buffer's slice() shares memory, and the layers
+      // above rely on slice() copying.
+      const data = new Uint8Array(msg.buffer, msg.byteOffset, msg.byteLength);
+      options.onDatagram(transport.#endpoint(rinfo.address, rinfo.port), data);
     });
     socket.on("error", (e: Error) => options.onError?.(e));
     return transport;
