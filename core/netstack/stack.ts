@@ -170,7 +170,35 @@ function commonPrefixBits(a: IpBytes, b: IpBytes): number {
   return bits;
 }
 
-/** The IP layer. See the module documentation. */
+/**
+ * The IP layer. See the module documentation.
+ *
+ * @example Two stacks wired back to back exchange a datagram and a ping
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { parseIP } from "../wire/addr.ts";
+ *
+ * const wire: [Stack, Uint8Array][] = [];
+ * const a: Stack = new Stack({
+ *   addresses: [parseIP("10.0.0.1")!],
+ *   mtu: 1420,
+ *   output: (p) => wire.push([b, p]),
+ * });
+ * const b: Stack = new Stack({
+ *   addresses: [parseIP("10.0.0.2")!],
+ *   mtu: 1420,
+ *   output: (p) => wire.push([a, p]),
+ * });
+ * const server = b.udp.bind({ port: 53 });
+ * const seen: string[] = [];
+ * server.onDatagram = (data) => seen.push(new TextDecoder().decode(data));
+ * a.udp.bind().send(parseIP("10.0.0.2")!, 53, new TextEncoder().encode("hi"));
+ * a.onEchoReply = (_now, _from, ident, seq) => seen.push(`pong ${ident}/${seq}`);
+ * a.ping(parseIP("10.0.0.2")!, 1, 2);
+ * for (let i = 0; i < wire.length; i++) wire[i]![0].input(0, wire[i]![1]);
+ * assert.deepEqual(seen, ["hi", "pong 1/2"]);
+ * ```
+ */
 export class Stack implements IpOutput {
   readonly stats: StackStats = zeroStats();
   /** Tunnel MTU given at construction. */

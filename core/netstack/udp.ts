@@ -259,9 +259,13 @@ export class UdpLayer {
    * @throws {AddrInUseError} when the address and port are taken.
    * @throws {AddrNotAvailableError} when `address` is not one of the stack's.
    * @throws {RangeError} for a port outside 0-65535.
-   * @example
-   * ```ts ignore
-   * const s = stack.udp.bind({ port: 53 });
+   * @example A UDP echo server
+   * ```ts
+   * import { Stack } from "./stack.ts";
+   * import { parseIP } from "../wire/addr.ts";
+   *
+   * const stack = new Stack({ addresses: [parseIP("10.0.0.1")!], mtu: 1420, output: () => {} });
+   * const s = stack.udp.bind({ port: 7 });
    * s.onDatagram = (data, from, port) => s.send(from, port, data);
    * ```
    */

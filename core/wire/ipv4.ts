@@ -64,6 +64,17 @@ export class Ipv4Packet {
    * Checks that `buffer` holds a whole IPv4 header and the Total Length it declares (RFC 1122
    * 3.2.1.1-3.2.1.2 minus the checksum, which {@link verifyChecksum} checks). Bytes after Total
    * Length (link padding) are allowed; {@link payload} ends at Total Length.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * const bytes = Uint8Array.from([
+   *   0x45, 0, 0, 20, 0, 0, 0x40, 0, 64, 17, 0x26, 0xd7, 10, 0, 0, 1, 10, 0, 0, 2,
+   * ]);
+   * const p = Ipv4Packet.check(bytes);
+   * assert.ok(p instanceof Ipv4Packet && p.verifyChecksum() && p.protocol === 17);
+   * assert.equal(Ipv4Packet.check(bytes.subarray(0, 19)), "truncated");
+   * ```
    */
   static check(buffer: Uint8Array): Ipv4Packet | WireError {
     if (buffer.length < IPV4_HEADER_LEN) return "truncated";
