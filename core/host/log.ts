@@ -24,8 +24,12 @@ export class Logger {
   readonly #fields: Record<string, unknown>;
 
   constructor(
-    options: { level?: LogLevel; sink?: LogSink; format?: "json" | "text"; fields?: Record<string, unknown> } =
-      {},
+    options: {
+      level?: LogLevel;
+      sink?: LogSink;
+      format?: "json" | "text";
+      fields?: Record<string, unknown>;
+    } = {},
   ) {
     this.level = options.level ?? "info";
     this.#sink = options.sink ?? stderrSink;
@@ -65,8 +69,14 @@ export class Logger {
     const ts = new Date().toISOString();
     const all = { ...this.#fields, ...fields };
     if (this.#format === "text") {
-      const extra = Object.entries(all).map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`);
-      this.#sink.write(`${ts} ${level.toUpperCase().padEnd(5)} ${msg}${extra.length ? " " + extra.join(" ") : ""}\n`);
+      const extra = Object.entries(all).map(([k, v]) =>
+        `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`
+      );
+      this.#sink.write(
+        `${ts} ${level.toUpperCase().padEnd(5)} ${msg}${
+          extra.length ? " " + extra.join(" ") : ""
+        }\n`,
+      );
     } else {
       this.#sink.write(JSON.stringify({ ts, level, msg, ...all }) + "\n");
     }

@@ -1,0 +1,211 @@
+/**
+ * A running tunnel: the WireGuard device, the userspace stack, the UDP socket and the one timer
+ * that drives both pure machines. Packets move synchronously:
+ *
+ *   UDP datagram ─► device.receive ─► deliver ─► stack.input ─► sockets' callbacks
+ *   socket write ─► stack output ─► device.send ─► UDP datagram
+ *
+ * After every input the scheduler is kicked, which re-arms the timer at the end of the turn only
+ * if a deadline moved earlier.
+ *
+ * @module
+ */
+import { lookup } from "node:dns/promises";
+import type { Config } from "../config/types.ts";
+import { formatIP, type IpBytes, parseIP } from "../wire/addr.ts";
+import { Device, type DeviceEvent, type Endpoint, type Peer } from "../wireguard/device.ts";
+import { formatEndpoint } from "../wireguard/peer.ts";
+import { Stack } from "../netstack/stack.ts";
+import { Logger, silentLogger } from "./log.ts";
+import { Scheduler } from "./scheduler.ts";
+import { UdpTransport } from "./udp.ts";
+
+export interface TunnelOptions {
+  /** Where the UDP socket binds; default all addresses. */
+  listenAddress?: string;
+  logger?: Logger;
+}
+
+export interface PeerStatus {
+  publicKey: string;
+  endpoint?: string;
+  allowedIPs: string[];
+  /** Wall-clock ms of the latest handshake, 0 for never. */
+  latestHandshake: number;
+  rxBytes: number;
+  txBytes: number;
+  persistentKeepalive: number;
+}
+
+export interface TunnelStatus {
+  publicKey: string;
+  listenPort: number;
+  addresses: string[];
+  peers: PeerStatus[];
+}
+
+const DefaultMtu = 1420;
+
+function b64(bytes: Uint8Array): string {
+  return btoa(String.fromCharCode(...bytes));
+}
+
+export class Tunnel {
+  readonly config: Config;
+  readonly device: Device;
+  readonly stack: Stack;
+  readonly udp: UdpTransport;
+  readonly scheduler: Scheduler;
+  readonly logger: Logger;
+  #closed = false;
+
+  private constructor(
+    config: Config,
+    udp: UdpTransport,
+    logger: Logger,
+    bindUdp: (t: Tunnel) => void,
+  ) {
+    this.config = config;
+    this.udp = udp;
+    this.logger = logger;
+    const mtu = config.interface.mtu ?? DefaultMtu;
+    this.device = new Device({ privateKey: config.interface.privateKey, mtu }, {
+      sendUdp: (to, data) => this.udp.send(to, data),
+      deliver: (packet) => this.stack.input(this.scheduler.now(), packet),
+      resolve: (peer) => void this.#resolve(peer),
+      event: (e) => this.#onEvent(e),
+    });
+    this.stack = new Stack({
+      addresses: config.interface.addresses.map((p) => p.addr),
+      mtu,
+      output: (packet) => {
+        this.device.send(this.scheduler.now(), packet);
+      },
+    });
+    this.scheduler = new Scheduler([this.device, this.stack]);
+    for (const p of config.peers) {
+      const literal = p.endpoint && parseIP(p.endpoint.host);
+      this.device.addPeer({
+        publicKey: p.publicKey,
+        presharedKey: p.presharedKey,
+        endpoint: literal ? { address: literal, port: p.endpoint!.port } : undefined,
+        endpointHost: p.endpoint && !literal ? p.endpoint : undefined,
+        allowedIPs: p.allowedIPs,
+        persistentKeepalive: p.persistentKeepalive,
+      });
+    }
+    bindUdp(this);
+  }
+
+  /** Opens the UDP socket, resolves hostname endpoints and starts the timers. */
+  static async start(config: Config, options: TunnelOptions = {}): Promise<Tunnel> {
+    const logger = options.logger ?? silentLogger;
+    let tunnel: Tunnel | undefined;
+    const udp = await UdpTransport.open({
+      port: config.interface.listenPort,
+      address: options.listenAddress,
+      onDatagram: (from, data) => {
+        if (!tunnel) return;
+        tunnel.device.receive(tunnel.scheduler.now(), from, data);
+        tunnel.scheduler.kick();
+      },
+      onError: (e) => logger.warn("udp socket error", { error: e.message }),
+    });
+    tunnel = new Tunnel(config, udp, logger, () => {});
+    await Promise.all(
+      [...tunnel.device.peers].map((p) => p.endpointHost ? tunnel!.#resolve(p) : undefined),
+    );
+    // Peers with persistent keepalive announce themselves at once, as wg-quick's do.
+    for (const peer of tunnel.device.peers) {
+      if (peer.persistentKeepaliveInterval > 0 && peer.endpoint) {
+        tunnel.device.initiate(tunnel.scheduler.now(), peer);
+      }
+    }
+    tunnel.scheduler.kick();
+    logger.info("tunnel up", {
+      publicKey: b64(tunnel.device.local.publicKey),
+      listenPort: udp.port,
+      addresses: config.interface.addresses.map((a) => formatIP(a.addr)),
+    });
+    return tunnel;
+  }
+
+  /** Kicks the timers after the caller handed the stack new work outside a packet event. */
+  poke(): void {
+    this.scheduler.kick();
+  }
+
+  now(): number {
+    return this.scheduler.now();
+  }
+
+  status(): TunnelStatus {
+    return {
+      publicKey: b64(this.device.local.publicKey),
+      listenPort: this.udp.port,
+      addresses: this.config.interface.addresses.map((a) => `${formatIP(a.addr)}/${a.bits}`),
+      peers: [...this.device.peers].map((p) => ({
+        publicKey: b64(p.publicKey),
+        endpoint: p.endpoint ? formatEndpoint(p.endpoint) : undefined,
+        allowedIPs: this.config.peers.find((c) => b64(c.publicKey) === b64(p.publicKey))
+          ?.allowedIPs.map((a) => `${formatIP(a.addr)}/${a.bits}`) ?? [],
+        latestHandshake: p.stats.lastHandshakeWall,
+        rxBytes: p.stats.rxBytes,
+        txBytes: p.stats.txBytes,
+        persistentKeepalive: p.persistentKeepaliveInterval / 1000,
+      })),
+    };
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.scheduler.close();
+    this.udp.close();
+    this.logger.info("tunnel down");
+  }
+
+  async #resolve(peer: Peer): Promise<void> {
+    const host = peer.endpointHost;
+    if (!host) return;
+    try {
+      // getaddrinfo order, as wg(8) takes the first result.
+      const result = await lookup(host.host);
+      const address: IpBytes | undefined = parseIP(result.address);
+      if (!address || this.#closed) return;
+      const endpoint: Endpoint = { address, port: host.port };
+      this.device.setEndpoint(peer, endpoint);
+      this.scheduler.kick();
+    } catch (e) {
+      this.logger.warn("cannot resolve peer endpoint", {
+        peer: b64(peer.publicKey),
+        host: host.host,
+        error: (e as Error).message,
+      });
+    }
+  }
+
+  #onEvent(e: DeviceEvent): void {
+    const peer = "peer" in e ? b64(e.peer.publicKey) : undefined;
+    switch (e.type) {
+      case "handshake-complete":
+        this.logger.info("handshake complete", { peer, role: e.role });
+        break;
+      case "handshake-initiated":
+        this.logger.debug("handshake initiated", { peer, retry: e.retry });
+        break;
+      case "handshake-failed":
+        this.logger.warn("handshake did not complete", { peer, attempts: e.attempts });
+        break;
+      case "endpoint-changed":
+        this.logger.info("peer endpoint changed", { peer, endpoint: formatEndpoint(e.endpoint) });
+        break;
+      case "keys-zeroed":
+        this.logger.debug("session keys erased", { peer });
+        break;
+      case "under-load":
+        this.logger.warn(e.active ? "under load: demanding cookies" : "load subsided");
+        break;
+    }
+  }
+}
