@@ -2,7 +2,14 @@
 // in this test process in the root namespace and talks UDP over a veth to the peer namespace; all
 // traffic stays on that veth. Tunnel addresses: wireguard-go 10.77.0.1 / fd77::1, us .2 / ::2.
 import assert from "node:assert/strict";
-import { genKey, genPsk, ping, Topology, waitForPort, withTopology } from "./_support/netns.ts";
+import {
+  genKey,
+  genPsk,
+  ping,
+  type Topology,
+  waitForPort,
+  withTopology,
+} from "./_support/netns.ts";
 import { netnsTest } from "./_support/netns.ts";
 import { parseConfig } from "../core/config/mod.ts";
 import { Tunnel } from "../core/host/tunnel.ts";

@@ -16,7 +16,7 @@ import { formatIP, type IpBytes, parseIP } from "../wire/addr.ts";
 import { Device, type DeviceEvent, type Endpoint, type Peer } from "../wireguard/device.ts";
 import { formatEndpoint } from "../wireguard/peer.ts";
 import { Stack } from "../netstack/stack.ts";
-import { Logger, silentLogger } from "./log.ts";
+import { type Logger, silentLogger } from "./log.ts";
 import { Scheduler } from "./scheduler.ts";
 import { UdpTransport } from "./udp.ts";
 
@@ -94,17 +94,18 @@ export class Tunnel {
         persistentKeepalive: p.persistentKeepalive,
       });
     }
-    bindUdp(this);
   }
 
   /** Opens the UDP socket, resolves hostname endpoints and starts the timers. */
   static async start(config: Config, options: TunnelOptions = {}): Promise<Tunnel> {
     const logger = options.logger ?? silentLogger;
-    let tunnel: Tunnel | undefined;
+    // Datagrams can only arrive once the socket exists, before the Tunnel that handles them.
+    const ref: { tunnel?: Tunnel } = {};
     const udp = await UdpTransport.open({
       port: config.interface.listenPort,
       address: options.listenAddress,
       onDatagram: (from, data) => {
+        const tunnel = ref.tunnel;
         if (!tunnel) return;
         tunnel.device.receive(tunnel.scheduler.now(), from, data);
         tunnel.scheduler.kick();
