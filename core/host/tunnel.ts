@@ -112,9 +112,9 @@ export class Tunnel {
       },
       onError: (e) => logger.warn("udp socket error", { error: e.message }),
     });
-    tunnel = new Tunnel(config, udp, logger, () => {});
+    const tunnel = ref.tunnel = new Tunnel(config, udp, logger);
     await Promise.all(
-      [...tunnel.device.peers].map((p) => p.endpointHost ? tunnel!.#resolve(p) : undefined),
+      [...tunnel.device.peers].map((p) => p.endpointHost ? tunnel.#resolve(p) : undefined),
     );
     // Peers with persistent keepalive announce themselves at once, as wg-quick's do.
     for (const peer of tunnel.device.peers) {
