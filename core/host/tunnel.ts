@@ -63,7 +63,6 @@ export class Tunnel {
     config: Config,
     udp: UdpTransport,
     logger: Logger,
-    bindUdp: (t: Tunnel) => void,
   ) {
     this.config = config;
     this.udp = udp;
