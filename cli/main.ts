@@ -9,6 +9,10 @@
 type Command = { summary: string; load: () => Promise<{ main(args: string[]): Promise<number> }> };
 
 const commands: Record<string, Command> = {
+  selftest: {
+    summary: "prove the tunnel works on this machine with an embedded peer",
+    load: () => import("./selftest.ts"),
+  },
   genkey: {
     summary: "print a new private key (as wg genkey)",
     load: () => import("./keys.ts").then((m) => ({ main: m.genkey })),

@@ -1,0 +1,48 @@
+/**
+ * wrapguard as a library: a userspace WireGuard engine and TCP/IP stack for Deno, with no root,
+ * no TUN device and no kernel module.
+ *
+ * What is here today: the wg-quick config format, keys compatible with `wg genkey`/`wg pubkey`,
+ * and {@link Tunnel}, which brings up the engine and the IP layer (ICMP, UDP) from a config.
+ * `connect`/`listen` over TCP, `resolve` and `fetch` arrive with the TCP layer.
+ *
+ * @example Derive a public key and read a config
+ * ```ts
+ * import { encodeKey, generatePrivateKey, parseConfig, publicKeyOf } from "./mod.ts";
+ *
+ * const key = generatePrivateKey();
+ * const config = parseConfig(
+ *   `[Interface]\nPrivateKey = ${encodeKey(key)}\nAddress = 10.0.0.2/32\n\n` +
+ *     `[Peer]\nPublicKey = ${encodeKey(publicKeyOf(generatePrivateKey()))}\n` +
+ *     `AllowedIPs = 10.0.0.0/24\nEndpoint = 127.0.0.1:51820\n`,
+ * );
+ * if (config.peers.length !== 1) throw new Error("expected one peer");
+ * ```
+ *
+ * @module
+ */
+export {
+  type Config,
+  ConfigError,
+  type ConfigWarning,
+  formatConfig,
+  type InterfaceConfig,
+  loadConfig,
+  parseConfig,
+  type PeerConfig,
+  type RouteRule,
+} from "./core/config/mod.ts";
+export {
+  decodeKey,
+  encodeKey,
+  generatePresharedKey,
+  generatePrivateKey,
+  publicKeyOf,
+} from "./core/wireguard/keys.ts";
+export {
+  type PeerStatus,
+  Tunnel,
+  type TunnelOptions,
+  type TunnelStatus,
+} from "./core/host/tunnel.ts";
+export { Logger, type LogLevel } from "./core/host/log.ts";

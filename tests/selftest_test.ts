@@ -1,0 +1,73 @@
+// The selftest as a newcomer runs it: a subprocess with exactly the CLI's permission flags,
+// and, where unprivileged user namespaces exist, inside one with no network but loopback.
+import assert from "node:assert/strict";
+
+const root = new URL("../", import.meta.url).pathname;
+const flags = (await Deno.readTextFile(`${root}cli/permissions.flags`)).split(/\s+/).filter(
+  Boolean,
+);
+
+async function selftest(
+  prefix: string[],
+): Promise<{ code: number; report: { ok: boolean; checks: { name: string; ok: boolean }[] } }> {
+  const argv = [...prefix, Deno.execPath(), "run", ...flags, "cli/main.ts", "selftest", "--json"];
+  const out = await new Deno.Command(argv[0]!, {
+    args: argv.slice(1),
+    cwd: root,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  try {
+    return { code: out.code, report: JSON.parse(text) };
+  } catch {
+    throw new Error(
+      `selftest printed no JSON (exit ${out.code}):\n${text}\n${
+        new TextDecoder().decode(out.stderr)
+      }`,
+    );
+  }
+}
+
+function assertAllPassed(r: Awaited<ReturnType<typeof selftest>>) {
+  assert.equal(r.code, 0, JSON.stringify(r.report, null, 2));
+  assert.equal(r.report.ok, true);
+  const names = r.report.checks.map((c) => c.name);
+  for (
+    const expected of [
+      "handshake",
+      "ICMP echo over IPv4",
+      "ICMPv6 echo over IPv6",
+      "UDP over IPv4",
+      "UDP over IPv6",
+    ]
+  ) {
+    assert.ok(names.includes(expected), `missing check ${expected}: ${names.join(", ")}`);
+  }
+  assert.ok(r.report.checks.every((c) => c.ok));
+}
+
+Deno.test("selftest passes with the CLI's permission flags", async () => {
+  assertAllPassed(await selftest([]));
+});
+
+const unshare = await new Deno.Command("unshare", { args: ["-rn", "true"], stderr: "null" })
+  .output()
+  .then((o) => o.success, () => false);
+Deno.test({
+  name: "selftest passes in a network namespace with only loopback",
+  ignore: !unshare,
+  async fn() {
+    // `ip link set lo up` needs the namespace's own capabilities, which -r gives.
+    assertAllPassed(
+      await selftest([
+        "unshare",
+        "-rn",
+        "sh",
+        "-c",
+        'ip link set lo up 2>/dev/null; exec "$@"',
+        "sh",
+      ]),
+    );
+  },
+});
