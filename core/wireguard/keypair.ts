@@ -10,7 +10,7 @@ import { ReplayWindow } from "./replay.ts";
 export class Keypair {
   /** The next counter to send with. */
   sendCounter = 0;
-  readonly replay = new ReplayWindow();
+  readonly replay: ReplayWindow = new ReplayWindow();
 
   constructor(
     readonly sendKey: Uint8Array,
