@@ -11,7 +11,7 @@
  *
  * Usage:
  *
- * ```ts
+ * ```ts ignore
  * netnsTest("engine talks to wireguard-go", async () => {
  *   await withTopology({}, async (topo) => {
  *     const wg = await topo.startWireguardGo(topo.peer, {
