@@ -2,9 +2,9 @@
  * wrapguard as a library: a userspace WireGuard engine and TCP/IP stack for Deno, with no root,
  * no TUN device and no kernel module.
  *
- * What is here today: the wg-quick config format, keys compatible with `wg genkey`/`wg pubkey`,
- * and {@link Tunnel}, which brings up the engine and the IP layer (ICMP, UDP) from a config.
- * `connect`/`listen` over TCP, `resolve` and `fetch` arrive with the TCP layer.
+ * {@link Tunnel} brings up the engine and the userspace stack from a wg-quick config:
+ * `tunnel.connect()` and `tunnel.listen()` give TCP shaped like `Deno.Conn` / `Deno.Listener`,
+ * `tunnel.stack.udp` datagrams, `tunnel.ping()` ICMP echo, `tunnel.status()` what `wg show` shows.
  *
  * @example Derive a public key and read a config
  * ```ts
@@ -46,3 +46,4 @@ export {
   type TunnelStatus,
 } from "./core/host/tunnel.ts";
 export { Logger, type LogLevel } from "./core/host/log.ts";
+export { type TunnelConn, type TunnelListener } from "./core/host/net_tcp.ts";

@@ -67,18 +67,8 @@ async function embeddedPair(): Promise<{ local: Tunnel; peer: Tunnel }> {
   return { local, peer };
 }
 
-function ping(tunnel: Tunnel, dst: IpBytes, seq: number): Promise<number> {
-  const start = performance.now();
-  return withTimeout(
-    new Promise<number>((resolve) => {
-      tunnel.stack.onEchoReply = (_now, _from, _ident, replySeq) => {
-        if (replySeq === seq) resolve(performance.now() - start);
-      };
-      tunnel.stack.ping(dst, 0x5747, seq, new TextEncoder().encode("wrapguard selftest"));
-      tunnel.poke();
-    }),
-    `ping ${formatIP(dst)}`,
-  );
+function ping(tunnel: Tunnel, dst: IpBytes): Promise<number> {
+  return withTimeout(tunnel.ping(formatIP(dst), { timeout: TIMEOUT }), `ping ${formatIP(dst)}`);
 }
 
 /** Sends datagrams of sizes 1..max to an echo socket on the peer and compares every reply. */
@@ -148,17 +138,17 @@ export async function main(args: string[]): Promise<number> {
   if (pair) {
     const { local, peer } = pair;
     await run("handshake", async () => {
-      const rtt = await ping(local, parseIP("10.200.0.1")!, 1);
+      const rtt = await ping(local, parseIP("10.200.0.1")!);
       const p = [...local.device.peers][0]!;
       if (p.stats.handshakesCompleted < 1) throw new Error("no handshake completed");
       return `completed; first packet answered in ${rtt.toFixed(1)} ms`;
     });
     await run("ICMP echo over IPv4", async () => {
-      const rtt = await ping(local, parseIP("10.200.0.1")!, 2);
+      const rtt = await ping(local, parseIP("10.200.0.1")!);
       return `10.200.0.1 answered in ${rtt.toFixed(2)} ms`;
     });
     await run("ICMPv6 echo over IPv6", async () => {
-      const rtt = await ping(local, parseIP("fd20::1")!, 3);
+      const rtt = await ping(local, parseIP("fd20::1")!);
       return `fd20::1 answered in ${rtt.toFixed(2)} ms`;
     });
     const mtu = local.device.mtu;

@@ -16,6 +16,8 @@ import { formatIP, type IpBytes, parseIP } from "../wire/addr.ts";
 import { Device, type DeviceEvent, type Endpoint, type Peer } from "../wireguard/device.ts";
 import { formatEndpoint } from "../wireguard/peer.ts";
 import { Stack } from "../netstack/stack.ts";
+import { TcpLayer } from "../netstack/tcp/layer.ts";
+import { connectTcp, netAddr, type TunnelConn, TunnelListener } from "./net_tcp.ts";
 import { type Logger, silentLogger } from "./log.ts";
 import { Scheduler } from "./scheduler.ts";
 import { UdpTransport } from "./udp.ts";
@@ -54,10 +56,13 @@ export class Tunnel {
   readonly config: Config;
   readonly device: Device;
   readonly stack: Stack;
+  readonly tcp: TcpLayer;
   readonly udp: UdpTransport;
   readonly scheduler: Scheduler;
   readonly logger: Logger;
   #closed = false;
+  #pingSeq = 0;
+  readonly #pings = new Map<number, () => void>();
 
   private constructor(
     config: Config,
@@ -81,6 +86,9 @@ export class Tunnel {
         this.device.send(this.scheduler.now(), packet);
       },
     });
+    this.stack.onEchoReply = (_now, _from, _ident, seq) => this.#pings.get(seq)?.();
+    this.tcp = new TcpLayer({ ip: this.stack });
+    this.stack.attach(this.tcp);
     this.scheduler = new Scheduler([this.device, this.stack]);
     for (const p of config.peers) {
       const literal = p.endpoint && parseIP(p.endpoint.host);
@@ -137,6 +145,60 @@ export class Tunnel {
 
   now(): number {
     return this.scheduler.now();
+  }
+
+  /** An IP address, or a name resolved through the tunnel's DNS. */
+  async lookup(hostname: string): Promise<IpBytes> {
+    const literal = parseIP(hostname);
+    if (literal) return literal;
+    throw new Deno.errors.NotFound(`cannot resolve ${hostname}: name resolution is not set up`);
+  }
+
+  /** Opens a TCP connection through the tunnel (like `Deno.connect`). */
+  async connect(
+    options: { hostname: string; port: number; noDelay?: boolean; signal?: AbortSignal },
+  ): Promise<TunnelConn> {
+    const dst = await this.lookup(options.hostname);
+    return await connectTcp(this, { dst, ...options });
+  }
+
+  /** Listens for TCP connections on the tunnel address(es) (like `Deno.listen`). */
+  listen(options: { port: number; hostname?: string; backlog?: number }): TunnelListener {
+    const address = options.hostname === undefined || options.hostname === "0.0.0.0" ||
+        options.hostname === "::"
+      ? undefined
+      : parseIP(options.hostname);
+    if (
+      options.hostname !== undefined && address === undefined && options.hostname !== "0.0.0.0" &&
+      options.hostname !== "::"
+    ) {
+      throw new TypeError(`Cannot listen on ${options.hostname}: not an IP address`);
+    }
+    this.tcp.tick(this.now());
+    const listener = this.tcp.listen({ address, port: options.port, backlog: options.backlog });
+    const shown = address ?? parseIP(options.hostname?.includes(":") ? "::" : "0.0.0.0")!;
+    return new TunnelListener(listener, this, netAddr(shown, listener.port));
+  }
+
+  /** Sends one ICMP/ICMPv6 echo; resolves to the round-trip time in ms. */
+  ping(hostname: string, options: { timeout?: number; data?: Uint8Array } = {}): Promise<number> {
+    return this.lookup(hostname).then((dst) =>
+      new Promise<number>((resolve, reject) => {
+        const ident = 0x5747, seq = this.#pingSeq = (this.#pingSeq + 1) & 0xffff;
+        const start = performance.now();
+        const timer = setTimeout(() => {
+          this.#pings.delete(seq);
+          reject(new Deno.errors.TimedOut(`no echo reply from ${hostname}`));
+        }, options.timeout ?? 5000);
+        this.#pings.set(seq, () => {
+          this.#pings.delete(seq);
+          clearTimeout(timer);
+          resolve(performance.now() - start);
+        });
+        this.stack.ping(dst, ident, seq, options.data ?? new Uint8Array(32));
+        this.poke();
+      })
+    );
   }
 
   status(): TunnelStatus {
