@@ -1,0 +1,171 @@
+/*
+ * The client side of the broker protocol: open a connection to the broker's Unix socket, send a
+ * request (and filler), read a reply, and put the connection onto the program's fd number.
+ */
+#include "wrapguard.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+int wg_broker_open(void) {
+  int u = (int)sys_socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (u < 0) return -1;
+  struct sockaddr_un sun;
+  memset(&sun, 0, sizeof sun);
+  sun.sun_family = AF_UNIX;
+  memcpy(sun.sun_path, wg_cfg.socket_path, sizeof sun.sun_path);
+  for (;;) {
+    long r = syscall(SYS_connect, u, (struct sockaddr *)&sun, (socklen_t)sizeof sun);
+    if (r == 0) return u;
+    if (errno == EINTR) continue;
+    int e = errno;
+    sys_close(u);
+    errno = e;
+    return -1;
+  }
+}
+
+void wg_request_init(struct wgp_request *req, uint8_t op, uint8_t proto, uint8_t family) {
+  memset(req, 0, sizeof *req);
+  memcpy(req->secret, wg_cfg.secret, WGP_SECRET_LEN);
+  req->op = op;
+  req->proto = proto;
+  req->family = family;
+}
+
+int wg_broker_send(int u, const struct wgp_request *req) {
+  uint8_t head[WGP_REQUEST_LEN];
+  if (wgp_encode_request(req, head) != 0) {
+    errno = EINVAL;
+    return -1;
+  }
+  if (wg_send_all(u, head, sizeof head) != 0) return -1;
+  /* The filler: zero bytes the broker discards once the connection is established (see
+   * PROTOCOL.md "Readiness"). wg_padding_for keeps it below the send buffer: never blocks. */
+  static const uint8_t zeros[4096];
+  uint32_t left = req->padding;
+  while (left > 0) {
+    size_t n = left < sizeof zeros ? left : sizeof zeros;
+    if (wg_send_all(u, zeros, n) != 0) return -1;
+    left -= (uint32_t)n;
+  }
+  return 0;
+}
+
+int wg_broker_recv(int u, struct wgp_reply *rep, int block) {
+  uint8_t buf[WGP_REPLY_LEN];
+  for (;;) {
+    /* Peek first so that a reply is consumed whole or not at all. */
+    long r = sys_recvfrom(u, buf, sizeof buf, MSG_PEEK | MSG_DONTWAIT);
+    if (r == (long)sizeof buf) break;
+    if (r == 0) {
+      errno = EPROTO; /* end of stream before a reply */
+      return -1;
+    }
+    if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return -1;
+    if (!block) {
+      errno = EAGAIN;
+      return -1;
+    }
+    struct pollfd p = {.fd = u, .events = POLLIN | POLLRDHUP};
+    long n = syscall(SYS_ppoll, &p, 1, NULL, NULL, (size_t)8);
+    if (n < 0) return -1; /* EINTR: the caller decides what an interrupted wait means */
+    if (r > 0 && (p.revents & (POLLHUP | POLLRDHUP | POLLERR))) {
+      errno = EPROTO; /* a partial reply and then nothing more */
+      return -1;
+    }
+  }
+  long r = sys_recvfrom(u, buf, sizeof buf, MSG_DONTWAIT);
+  if (r != (long)sizeof buf) {
+    if (r >= 0) errno = EPROTO;
+    return -1;
+  }
+  int err = wgp_decode_reply(buf, sizeof buf, rep);
+  if (err != 0) {
+    wg_warn("malformed reply from the broker (%s)", wgp_error_name(err));
+    errno = EPROTO;
+    return -1;
+  }
+  return 0;
+}
+
+int wg_install(int u, int fd) {
+  long fl = sys_fcntl(fd, F_GETFL, 0);
+  long fdfl = sys_fcntl(fd, F_GETFD, 0);
+  if (fl < 0 || fdfl < 0) goto fail;
+  if (sys_fcntl(u, F_SETFL, fl & (O_NONBLOCK | O_ASYNC)) < 0) goto fail;
+  if (sys_dup3(u, fd, (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0) goto fail;
+  sys_close(u);
+  return 0;
+fail:;
+  int e = errno;
+  sys_close(u);
+  errno = e;
+  return -1;
+}
+
+uint32_t wg_padding_for(int u) {
+  int sndbuf = 0;
+  socklen_t len = sizeof sndbuf;
+  if (sys_getsockopt(u, SOL_SOCKET, SO_SNDBUF, &sndbuf, &len) != 0 || sndbuf <= 0) {
+    sndbuf = 212992; /* Linux's default net.core.wmem_default */
+  }
+  /* AF_UNIX stream sockets poll writable while queued-but-unread bytes are at most a quarter of
+   * SO_SNDBUF, and block a sender at SO_SNDBUF: half is unwritable, yet never blocks. */
+  uint32_t p = (uint32_t)sndbuf / 2;
+  if (p > WGP_MAX_PADDING) p = WGP_MAX_PADDING;
+  return p;
+}
+
+int wg_take_error(struct wg_sock *s) {
+  pthread_mutex_lock(&s->lock);
+  int e = s->so_error;
+  s->so_error = 0;
+  pthread_mutex_unlock(&s->lock);
+  return e;
+}
+
+int wg_resolve(int fd, struct wg_sock *s, int block) {
+  pthread_mutex_lock(&s->lock);
+  if (s->state != WG_S_PENDING) {
+    pthread_mutex_unlock(&s->lock);
+    return 0;
+  }
+  struct wgp_reply rep;
+  if (wg_broker_recv(fd, &rep, block) != 0) {
+    int e = errno;
+    if (e == EAGAIN || e == EWOULDBLOCK || e == EINTR) {
+      pthread_mutex_unlock(&s->lock);
+      errno = e;
+      return -1;
+    }
+    /* The broker went away or spoke nonsense: the connection is lost. */
+    wg_debug("fd %d: no reply from the broker (%s)", fd, strerror(e));
+    s->state = WG_S_FAILED;
+    s->so_error = ECONNRESET;
+    pthread_mutex_unlock(&s->lock);
+    return 0;
+  }
+  if (rep.status == WGP_OK) {
+    s->state = WG_S_CONNECTED;
+    s->family = rep.family;
+    s->remote_family = rep.family;
+    s->local = rep.local;
+    s->remote = rep.remote;
+    s->has_remote = 1;
+    wg_set_kind(fd, WG_K_FAST);
+    wg_debug("fd %d: connected", fd);
+  } else {
+    if (rep.status == WGP_ST_AUTH) wg_warn("the broker refused our secret");
+    s->state = WG_S_FAILED;
+    s->so_error = wgp_status_errno(rep.status);
+    wg_debug("fd %d: connect failed: %s", fd, wgp_status_name(rep.status));
+  }
+  pthread_mutex_unlock(&s->lock);
+  return 0;
+}
