@@ -2,76 +2,14 @@
 // in this test process in the root namespace and talks UDP over a veth to the peer namespace; all
 // traffic stays on that veth. Tunnel addresses: wireguard-go 10.77.0.1 / fd77::1, us .2 / ::2.
 import assert from "node:assert/strict";
-import {
-  genKey,
-  genPsk,
-  ping,
-  type Topology,
-  waitForPort,
-  withTopology,
-} from "./_support/netns.ts";
+import { genPsk, ping, waitForPort, withTopology } from "./_support/netns.ts";
+import { PAIR_MTU, withPair } from "./_support/wg_pair.ts";
 import { netnsTest } from "./_support/netns.ts";
-import { parseConfig } from "../core/config/mod.ts";
-import { Tunnel } from "../core/host/tunnel.ts";
-import { publicKeyOf } from "../core/wireguard/keys.ts";
+import type { Tunnel } from "../core/host/tunnel.ts";
 import { parseIP } from "../core/wire/addr.ts";
-import type { WireguardGo } from "./_support/wggo.ts";
 
 const echoScript = new URL("./_support/udp_echo.py", import.meta.url).pathname;
-const MTU = 1420;
-
-interface Pair {
-  topo: Topology;
-  wg: WireguardGo;
-  tunnel: Tunnel;
-  ourPublic: string;
-}
-
-/** wireguard-go in the peer namespace and our tunnel in this process, configured for each other. */
-async function withPair(
-  topo: Topology,
-  opts: { ourPsk?: string; theirPsk?: string; theyKnowOurEndpoint?: boolean },
-  fn: (p: Pair) => Promise<void>,
-): Promise<void> {
-  const ourPrivate = await genKey();
-  const ourPublic = btoa(String.fromCharCode(...publicKeyOf(
-    Uint8Array.from(atob(ourPrivate), (c) => c.charCodeAt(0)),
-  )));
-  // Our UDP port must be known before wireguard-go is told our endpoint: bind first.
-  const wg = await topo.startWireguardGo(topo.peer, {
-    addresses: ["10.77.0.1/24", "fd77::1/64"],
-    mtu: MTU,
-    peers: [],
-  });
-  const config = parseConfig(
-    `[Interface]
-PrivateKey = ${ourPrivate}
-Address = 10.77.0.2/32, fd77::2/128
-MTU = ${MTU}
-
-[Peer]
-PublicKey = ${wg.publicKey}
-${opts.ourPsk ? `PresharedKey = ${opts.ourPsk}` : ""}
-Endpoint = ${topo.endpoint(wg)}
-AllowedIPs = 10.77.0.0/24, fd77::/64
-`,
-    { file: "interop.conf" },
-  );
-  const tunnel = await Tunnel.start(config, { listenAddress: topo.hostAddr });
-  try {
-    await wg.setPeer({
-      publicKey: ourPublic,
-      presharedKey: opts.theirPsk,
-      allowedIPs: ["10.77.0.2/32", "fd77::2/128"],
-      endpoint: opts.theyKnowOurEndpoint === false
-        ? undefined
-        : `${topo.hostAddr}:${tunnel.udp.port}`,
-    });
-    await fn({ topo, wg, tunnel, ourPublic });
-  } finally {
-    tunnel.close();
-  }
-}
+const MTU = PAIR_MTU;
 
 netnsTest("wireguard-go: we initiate the handshake; ping both families 20/20", async () => {
   await withTopology({}, async (topo) => {

@@ -17,6 +17,7 @@ import { Device, type DeviceEvent, type Endpoint, type Peer } from "../wireguard
 import { formatEndpoint } from "../wireguard/peer.ts";
 import { Stack } from "../netstack/stack.ts";
 import { TcpLayer } from "../netstack/tcp/layer.ts";
+import type { TcpLimits } from "../netstack/tcp/tcb.ts";
 import { connectTcp, netAddr, type TunnelConn, TunnelListener } from "./net_tcp.ts";
 import { type Logger, silentLogger } from "./log.ts";
 import { Scheduler } from "./scheduler.ts";
@@ -26,6 +27,8 @@ export interface TunnelOptions {
   /** Where the UDP socket binds; default all addresses. */
   listenAddress?: string;
   logger?: Logger;
+  /** TCP buffer sizes, retry counts and other limits (defaults follow Linux). */
+  tcp?: Partial<TcpLimits>;
 }
 
 export interface PeerStatus {
@@ -68,6 +71,7 @@ export class Tunnel {
     config: Config,
     udp: UdpTransport,
     logger: Logger,
+    tcpLimits?: Partial<TcpLimits>,
   ) {
     this.config = config;
     this.udp = udp;
@@ -87,7 +91,7 @@ export class Tunnel {
       },
     });
     this.stack.onEchoReply = (_now, _from, _ident, seq) => this.#pings.get(seq)?.();
-    this.tcp = new TcpLayer({ ip: this.stack });
+    this.tcp = new TcpLayer({ ip: this.stack, limits: tcpLimits });
     this.stack.attach(this.tcp);
     this.scheduler = new Scheduler([this.device, this.stack]);
     for (const p of config.peers) {
@@ -119,7 +123,7 @@ export class Tunnel {
       },
       onError: (e) => logger.warn("udp socket error", { error: e.message }),
     });
-    const tunnel = ref.tunnel = new Tunnel(config, udp, logger);
+    const tunnel = ref.tunnel = new Tunnel(config, udp, logger, options.tcp);
     await Promise.all(
       [...tunnel.device.peers].map((p) => p.endpointHost ? tunnel.#resolve(p) : undefined),
     );
