@@ -263,8 +263,11 @@ export function checkName(name: string): string | undefined {
   return Array.isArray(r) ? undefined : r.problem;
 }
 
-/** True when `name` ends with a dot that is not escaped (`a\\.` is a label ending in a dot). */
-function hasFinalDot(name: string): boolean {
+/**
+ * True when `name` ends with a dot that is not escaped (`a\\.` is a label ending in a dot): an
+ * absolute name, which a resolver does not extend with search domains.
+ */
+export function isAbsoluteName(name: string): boolean {
   if (!name.endsWith(".")) return false;
   let slashes = 0;
   for (let i = name.length - 2; i >= 0 && name[i] === "\\"; i--) slashes++;
@@ -280,7 +283,7 @@ function hasFinalDot(name: string): boolean {
  * ```
  */
 export function canonicalName(name: string): string {
-  if (name.length > 1 && hasFinalDot(name)) name = name.slice(0, -1);
+  if (name.length > 1 && isAbsoluteName(name)) name = name.slice(0, -1);
   return name === "" ? "." : name.replace(/[A-Z]+/g, (s) => s.toLowerCase());
 }
 
