@@ -497,7 +497,6 @@ function dupAck(tcb: Tcb): void {
   const first = Math.min(tcb.sndUnaOff + mss, tcb.sndNxtOff);
   tcb.rtxLimitOff = tcb.sackOn ? Math.max(first, lossEdge(tcb)) : first;
   tcb.forceRtx = true;
-  tcb.rttOff = -1;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -89,7 +89,6 @@ function retransmitTimeout(tcb: Tcb, now: number): void {
   tcb.rtxNextOff = tcb.sndUnaOff;
   tcb.rtxLimitOff = tcb.sndNxtOff;
   tcb.forceRtx = true;
-  tcb.rttOff = -1;
   // RFC 6298 5.6: restart the timer with the backed-off RTO.
   tcb.rtxKind = RtxKind.RETRANSMIT;
   tcb.rtxAt = now + tcb.rtt.rto;
