@@ -195,7 +195,7 @@ Deno.test("preload tcp: python blocking sockets round-trip and see tunnel addres
       const out = await python(
         broker,
         `
-import socket, os, hashlib
+import socket, os, hashlib, threading
 s = socket.socket()
 s.connect(("10.99.0.2", 7))
 print(s.getpeername()[0], s.getpeername()[1], s.getsockname()[0])
@@ -204,8 +204,10 @@ print(s.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE) == socket.SOCK_STREAM,
 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 print(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
 data = os.urandom(3 << 20)
-s.sendall(data)
-s.shutdown(socket.SHUT_WR)
+def send():
+    s.sendall(data)
+    s.shutdown(socket.SHUT_WR)
+threading.Thread(target=send).start()
 h = hashlib.sha256()
 n = 0
 while True:

@@ -477,3 +477,25 @@ export function secretEqual(a: Uint8Array, b: Uint8Array): boolean {
   for (let i = 0; i < a.length; i++) diff |= a[i]! ^ b[i]!;
   return diff === 0;
 }
+
+const STATUS_BY_ERRNO: Record<string, Status> = {
+  ECONNREFUSED: Status.ConnRefused,
+  ETIMEDOUT: Status.TimedOut,
+  ENETUNREACH: Status.NetUnreach,
+  EHOSTUNREACH: Status.HostUnreach,
+  EADDRINUSE: Status.AddrInUse,
+  EADDRNOTAVAIL: Status.AddrNotAvail,
+  ECONNRESET: Status.ConnReset,
+  ENOBUFS: Status.NoBufs,
+  EAFNOSUPPORT: Status.AfNoSupport,
+  EACCES: Status.Access,
+};
+
+/**
+ * The status for an error of the stack (`TcpError`, `AddrInUseError`, … carry the errno name in
+ * `code`); NoBufs for anything else.
+ */
+export function statusOf(e: unknown): Status {
+  const code = typeof e === "object" && e !== null ? (e as { code?: unknown }).code : undefined;
+  return typeof code === "string" ? STATUS_BY_ERRNO[code] ?? Status.NoBufs : Status.NoBufs;
+}

@@ -1,0 +1,274 @@
+/**
+ * The broker: serves the interposer (`preload/`) of a wrapped program on a Unix socket, turning
+ * each of the program's tunnel sockets into a connection or socket of the tunnel's userspace
+ * stack. The wire protocol is `preload/PROTOCOL.md`; its records are in `broker/protocol.ts`.
+ *
+ * ```text
+ * accept ─► read the 96-byte request (10 s) ─► decode ─ bad ─► BADREQ, close
+ *                                                │
+ *                          secret (constant time) ─ wrong ─► AUTH, close
+ *                                                │
+ *                    CONNECT ─► broker/tcp.ts    UDP ─► broker/udp.ts    other ─► BADREQ
+ * ```
+ *
+ * Private by construction (DESIGN.md decision 2): the socket lives in a directory only the
+ * invoking user can enter, and every connection must first prove it knows the per-run secret
+ * that only the wrapped program's environment carries. Nothing listens on a TCP port.
+ *
+ * @example
+ * ```ts ignore
+ * const broker = await Broker.start(tunnel, { logger });
+ * const child = new Deno.Command("curl", {
+ *   args: ["http://10.0.0.1/"],
+ *   env: { ...broker.env(), LD_PRELOAD: "/path/to/libwrapguard-x86_64.so" },
+ * }).spawn();
+ * await child.status;
+ * await broker.close();
+ * ```
+ *
+ * @module
+ */
+import { formatPrefix, type Prefix } from "../wire/addr.ts";
+import type { BrokerContext, BrokerHost, BrokerStats } from "./broker/context.ts";
+import { readExact, writeAll } from "./broker/io.ts";
+import {
+  decodeRequest,
+  errorReply,
+  Op,
+  ProtocolError,
+  REQUEST_LEN,
+  SECRET_LEN,
+  secretEqual,
+  Status,
+} from "./broker/protocol.ts";
+import { serveConnect } from "./broker/tcp.ts";
+import { serveUdp } from "./broker/udp.ts";
+import { type Logger, silentLogger } from "./log.ts";
+
+export type { BrokerHost, BrokerStats } from "./broker/context.ts";
+
+/** The socket's name inside the broker directory. */
+export const BROKER_SOCKET_NAME = "broker.sock";
+
+/** How long a new connection may take to send its request. */
+export const REQUEST_TIMEOUT_MS = 10_000;
+
+export interface BrokerOptions {
+  logger?: Logger;
+  /**
+   * A directory for the socket, which must be private to this user (mode 0700 or stricter);
+   * by default a new one under the temporary directory, removed again by {@link Broker.close}.
+   */
+  dir?: string;
+  /**
+   * Destinations the program's sockets send through the tunnel, as CIDR text; a leading `!`
+   * excludes (the host network keeps it). Default: every peer's AllowedIPs, as wg-quick routes.
+   */
+  routes?: string[];
+  /** Our tunnel addresses as the program should see them. Default: the config's `Address`. */
+  addresses?: Prefix[];
+  /**
+   * Non-tunnel destinations fail with ENETUNREACH. Default: on when a route covers everything
+   * (`0.0.0.0/0` or `::/0`), as wg-quick's kill switch (DESIGN.md decision 3).
+   */
+  killSwitch?: boolean;
+}
+
+/** A `BrokerHost` that also names its routes and addresses (a `Tunnel` is one). */
+export interface BrokerTunnel extends BrokerHost {
+  readonly config: {
+    interface: { addresses: Prefix[] };
+    peers: { allowedIPs: Prefix[] }[];
+  };
+}
+
+function hex(b: Uint8Array): string {
+  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+}
+
+export class Broker {
+  /** The private directory that holds the socket. */
+  readonly dir: string;
+  /** The Unix socket the interposer connects to. */
+  readonly socketPath: string;
+  readonly stats: BrokerStats = {
+    connections: 0,
+    authFailures: 0,
+    malformed: 0,
+    tcpConnects: 0,
+    tcpFailed: 0,
+    udpAssociations: 0,
+    udpDropped: 0,
+    udpSendErrors: 0,
+  };
+  readonly #secret: Uint8Array;
+  readonly #listener: Deno.UnixListener;
+  readonly #ownsDir: boolean;
+  readonly #env: Record<string, string>;
+  readonly #ctx: BrokerContext;
+  readonly #live = new Set<{ close(): void }>();
+  readonly #tasks = new Set<Promise<void>>();
+  readonly #accepting: Promise<void>;
+  #closed = false;
+
+  private constructor(
+    tunnel: BrokerTunnel,
+    dir: string,
+    ownsDir: boolean,
+    listener: Deno.UnixListener,
+    options: BrokerOptions,
+  ) {
+    this.dir = dir;
+    this.socketPath = `${dir}/${BROKER_SOCKET_NAME}`;
+    this.#ownsDir = ownsDir;
+    this.#listener = listener;
+    this.#secret = crypto.getRandomValues(new Uint8Array(SECRET_LEN));
+    const logger = options.logger ?? silentLogger;
+    const routes = options.routes ??
+      tunnel.config.peers.flatMap((p) => p.allowedIPs.map(formatPrefix));
+    const everything = routes.some((r) => r.endsWith("/0") && !r.startsWith("!"));
+    const addresses = options.addresses ?? tunnel.config.interface.addresses;
+    this.#env = {
+      WRAPGUARD_SOCKET_DIR: dir,
+      WRAPGUARD_SECRET: hex(this.#secret),
+      WRAPGUARD_ROUTES: routes.join(","),
+      WRAPGUARD_ADDRESSES: addresses.map(formatPrefix).join(","),
+      WRAPGUARD_KILL_SWITCH: (options.killSwitch ?? everything) ? "1" : "0",
+    };
+    this.#ctx = {
+      host: tunnel,
+      logger,
+      stats: this.stats,
+      track: (r) => {
+        this.#live.add(r);
+        return () => this.#live.delete(r);
+      },
+    };
+    this.#accepting = this.#acceptLoop();
+  }
+
+  /**
+   * Creates the private directory (or checks the given one) and starts listening.
+   * @throws {Deno.errors.PermissionDenied} when `options.dir` is reachable by other users.
+   */
+  static async start(tunnel: BrokerTunnel, options: BrokerOptions = {}): Promise<Broker> {
+    let dir = options.dir;
+    const ownsDir = dir === undefined;
+    if (dir === undefined) {
+      dir = await Deno.makeTempDir({ prefix: "wrapguard-" });
+      await Deno.chmod(dir, 0o700);
+    } else {
+      const st = await Deno.stat(dir);
+      if (!st.isDirectory || st.mode === null || (st.mode & 0o077) !== 0) {
+        throw new Deno.errors.PermissionDenied(
+          `Cannot serve the broker in ${dir}: it must be a directory only its owner can enter`,
+        );
+      }
+    }
+    const listener = Deno.listen({ transport: "unix", path: `${dir}/${BROKER_SOCKET_NAME}` });
+    return new Broker(tunnel, dir, ownsDir, listener, options);
+  }
+
+  /**
+   * The `WRAPGUARD_*` variables the wrapped program needs (LD_PRELOAD is the launcher's). They
+   * include the secret: give them only to the program.
+   */
+  env(): Record<string, string> {
+    return { ...this.#env };
+  }
+
+  /** Stops listening, ends every connection it serves, and removes a directory it created. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#listener.close();
+    for (const r of this.#live) {
+      try {
+        r.close();
+      } catch {
+        // already closed
+      }
+    }
+    this.#ctx.host.poke();
+    await this.#accepting;
+    await Promise.allSettled([...this.#tasks]);
+    if (this.#ownsDir) await Deno.remove(this.dir, { recursive: true }).catch(() => {});
+    else await Deno.remove(this.socketPath).catch(() => {});
+  }
+
+  async #acceptLoop(): Promise<void> {
+    try {
+      for await (const conn of this.#listener) {
+        this.stats.connections++;
+        const untrack = this.#ctx.track(conn);
+        const task = this.#serve(conn)
+          .catch((e) => {
+            this.#ctx.logger.debug("broker connection ended with an error", {
+              error: (e as Error).message,
+            });
+          })
+          .finally(() => {
+            untrack();
+            try {
+              conn.close();
+            } catch {
+              // closed by the handler
+            }
+          });
+        this.#tasks.add(task);
+        task.finally(() => this.#tasks.delete(task));
+      }
+    } catch (e) {
+      if (!this.#closed) {
+        this.#ctx.logger.error("broker stopped accepting", { error: (e as Error).message });
+      }
+    }
+  }
+
+  async #readRequest(conn: Deno.Conn): Promise<Uint8Array | null> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<null>((resolve) => {
+      timer = setTimeout(() => resolve(null), REQUEST_TIMEOUT_MS);
+    });
+    try {
+      return await Promise.race([readExact(conn, REQUEST_LEN), timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async #serve(conn: Deno.Conn): Promise<void> {
+    const { logger, stats } = this.#ctx;
+    const head = await this.#readRequest(conn);
+    if (!head) {
+      stats.malformed++;
+      return;
+    }
+    let req;
+    try {
+      req = decodeRequest(head);
+    } catch (e) {
+      if (!(e instanceof ProtocolError)) throw e;
+      stats.malformed++;
+      logger.warn("malformed request from the interposer", { rule: e.code });
+      await writeAll(conn, errorReply(Status.BadRequest));
+      return;
+    }
+    // The secret decides before anything in the request is acted on.
+    if (!secretEqual(req.secret, this.#secret)) {
+      stats.authFailures++;
+      logger.warn("a connection to the broker presented a wrong secret");
+      await writeAll(conn, errorReply(Status.Auth));
+      return;
+    }
+    switch (req.op) {
+      case Op.Connect:
+        return await serveConnect(this.#ctx, conn, req);
+      case Op.Udp:
+        return await serveUdp(this.#ctx, conn, req);
+      default:
+        // BIND/LISTEN/ACCEPT (inbound) are not served yet.
+        await writeAll(conn, errorReply(Status.BadRequest));
+    }
+  }
+}

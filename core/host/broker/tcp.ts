@@ -1,0 +1,147 @@
+/**
+ * CONNECT: a TCP connection through the tunnel for one of the program's sockets.
+ *
+ * ```text
+ * request ─► route? ─ no peer ─► NETUNREACH
+ *              │
+ *           tcp.connect ─ onClose(err) ─► status from err.code, close
+ *              │ onOpen
+ *           reply OK (our address and port) ─► drain the filler ─► relay both ways
+ * ```
+ *
+ * The relay keeps TCP's half-close: end of stream from the program (shutdown(SHUT_WR), or close)
+ * becomes our FIN; the peer's FIN becomes end of stream for the program. A failed write to the
+ * program (it closed its socket) or a read error resets the connection, as a kernel answers data
+ * for a closed socket with RST.
+ *
+ * @module
+ */
+import { type IpBytes, unmapIPv4 } from "../../wire/addr.ts";
+import type { TcpConnection } from "../../netstack/tcp/connection.ts";
+import { TcpError } from "../../netstack/tcp/errors.ts";
+import { TunnelConn } from "../net_tcp.ts";
+import type { BrokerContext } from "./context.ts";
+import { discardExact, writeAll } from "./io.ts";
+import { encodeReply, errorReply, familyOf, type Request, Status, statusOf } from "./protocol.ts";
+
+function isZero(addr: IpBytes): boolean {
+  return addr.every((b) => b === 0);
+}
+
+/** Waits for the handshake: undefined once open, the error once it failed. */
+function opened(conn: TcpConnection): Promise<TcpError | undefined> {
+  if (conn.state === "ESTABLISHED") return Promise.resolve(undefined);
+  return new Promise((resolve) => {
+    conn.onOpen = () => resolve(undefined);
+    conn.onClose = (e) =>
+      resolve(e ?? new TcpError("ECONNREFUSED", "connection closed while connecting"));
+  });
+}
+
+export async function serveConnect(
+  ctx: BrokerContext,
+  unix: Deno.Conn,
+  req: Request,
+): Promise<void> {
+  const { host, logger } = ctx;
+  const dst = unmapIPv4(req.remote.addr).slice();
+  // No peer's AllowedIPs cover the destination: a kernel without a route says ENETUNREACH.
+  if (!host.device.route(dst)) {
+    ctx.stats.tcpFailed++;
+    await writeAll(unix, errorReply(Status.NetUnreach));
+    return;
+  }
+  let tcp: TcpConnection;
+  try {
+    host.tcp.tick(host.now());
+    tcp = host.tcp.connect(host.now(), {
+      dst,
+      dstPort: req.remote.port,
+      src: isZero(req.local.addr) ? undefined : req.local.addr,
+      srcPort: req.local.port || undefined,
+    });
+  } catch (e) {
+    ctx.stats.tcpFailed++;
+    await writeAll(unix, errorReply(statusOf(e)));
+    return;
+  } finally {
+    host.poke();
+  }
+  const untrack = ctx.track({ close: () => tcp.abort() });
+  try {
+    const err = await opened(tcp);
+    if (err) {
+      ctx.stats.tcpFailed++;
+      logger.debug("tunnel connect failed", { dst: req.remote.port, code: err.code });
+      await writeAll(unix, errorReply(statusOf(err)));
+      return;
+    }
+    ctx.stats.tcpConnects++;
+    const conn = new TunnelConn(tcp, host);
+    try {
+      await writeAll(
+        unix,
+        encodeReply({
+          status: Status.Ok,
+          family: familyOf(tcp.localAddr),
+          arg: 0,
+          local: { addr: tcp.localAddr, port: tcp.localPort },
+          remote: { addr: tcp.remoteAddr, port: tcp.remotePort },
+        }),
+      );
+      // Taking the filler makes the program's socket writable: that is its "connected".
+      if (req.padding > 0 && !(await discardExact(unix, req.padding))) {
+        conn.abort();
+        return;
+      }
+    } catch {
+      conn.abort(); // the program went away while we connected
+      return;
+    }
+    await relay(unix, conn);
+  } finally {
+    untrack();
+  }
+}
+
+/** Copies both ways until both directions have ended, or resets both on an error. */
+async function relay(unix: Deno.Conn, conn: TunnelConn): Promise<void> {
+  let failed = false;
+  const fail = () => {
+    if (failed) return;
+    failed = true;
+    conn.abort();
+    try {
+      unix.close();
+    } catch {
+      // already closed
+    }
+  };
+  const up = (async () => {
+    const buf = new Uint8Array(64 * 1024);
+    try {
+      for (;;) {
+        const n = await unix.read(buf);
+        if (n === null) break;
+        await conn.writeAll(buf.subarray(0, n));
+      }
+      await conn.closeWrite();
+    } catch {
+      fail();
+    }
+  })();
+  const down = (async () => {
+    try {
+      for (;;) {
+        const chunk = await conn.readChunk();
+        if (chunk === null) break;
+        await writeAll(unix, chunk);
+      }
+      await unix.closeWrite();
+    } catch {
+      fail();
+    }
+  })();
+  await Promise.all([up, down]);
+  if (!failed) conn.close();
+}
