@@ -283,7 +283,7 @@ Deno.test("resolve: literals and localhost are answered without a query", async 
   assert.deepEqual(text((await r.resolve("localhost")).addresses), ["127.0.0.1", "::1"]);
   assert.deepEqual(text((await r.resolve("LocalHost.", { family: 4 })).addresses), ["127.0.0.1"]);
   assert.deepEqual(text((await r.resolve("db.localhost", { family: 6 })).addresses), ["::1"]);
-  for (const bad of ["a..b", "", ".", "x".repeat(64) + ".test"]) {
+  for (const bad of ["a..b", "", ".", "x".repeat(64) + ".test", "a b.test", "a\\.b", "a\n"]) {
     await assert.rejects(r.resolve(bad), (e) => e instanceof DnsNotFoundError, bad);
   }
   await assert.rejects(r.resolve("a", { family: 5 as 4 }), RangeError);

@@ -257,6 +257,15 @@ export function tunnelDnsTransport(tunnel: DnsTunnel): DnsTransport {
   };
 }
 
+/** No escapes, spaces or control characters: what a program could mean as a host name. */
+function isHostNameText(name: string): boolean {
+  for (let i = 0; i < name.length; i++) {
+    const c = name.charCodeAt(i);
+    if (c <= 0x20 || c === 0x7f || c === 0x5c) return false;
+  }
+  return true;
+}
+
 function familyOf(addr: IpBytes): 4 | 6 {
   return addr.length === 4 ? 4 : 6;
 }
@@ -419,7 +428,11 @@ export class Resolver {
     if (canon === "localhost" || canon.endsWith(".localhost")) {
       return { addresses: localhostAddresses(family), ttl: 0 };
     }
-    const problem = canon === "." ? "it is the root" : checkName(name);
+    const problem = canon === "."
+      ? "it is the root"
+      : !isHostNameText(name)
+      ? "it is not a host name"
+      : checkName(name);
     if (problem !== undefined) {
       throw new DnsNotFoundError(`Cannot resolve "${name}": ${problem}`, name);
     }

@@ -282,7 +282,7 @@ export class OrderedSender {
   #busy = false;
   #closed = false;
   /** Sends that failed (reported by the runtime). */
-  errors = 0;
+  errors: number = 0;
 
   constructor(socket: dgram.Socket) {
     this.#socket = socket;
@@ -343,7 +343,7 @@ export class Relay {
   #client: { host: string; port: number } | undefined;
   #closed = false;
   /** Datagrams at the outbound socket from someone other than the target. */
-  strangers = 0;
+  strangers: number = 0;
 
   private constructor(listen: dgram.Socket, outbound: dgram.Socket, options: RelayOptions) {
     this.#listen = listen;
