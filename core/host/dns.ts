@@ -549,7 +549,7 @@ export class Resolver {
         );
         if (!link || link.kind !== "name") break;
         if (++hops > MAX_CNAME_HOPS || seen.has(canonicalName(link.target))) {
-          return { status: "servfail", rcode: m.rcode };
+          return { status: "servfail", rcode: DnsRcode.SERVFAIL };
         }
         chainTtl = Math.min(chainTtl, link.ttl);
         owner = link.target;
