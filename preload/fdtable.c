@@ -98,6 +98,7 @@ struct wg_sock *wg_sock_new(int domain, int type, int protocol) {
   pthread_mutex_init(&s->rlock, NULL);
   pthread_mutex_init(&s->wlock, NULL);
   s->refs = 1;
+  s->aux_fd = -1;
   s->domain = domain;
   s->type = type;
   s->protocol = protocol;
@@ -105,6 +106,8 @@ struct wg_sock *wg_sock_new(int domain, int type, int protocol) {
 }
 
 static void sock_free(struct wg_sock *s) {
+  /* The last fd of a relayed listener is gone: closing its channel ends the tunnel listener. */
+  if (s->aux_fd >= 0) sys_close(s->aux_fd);
   pthread_mutex_destroy(&s->lock);
   pthread_mutex_destroy(&s->rlock);
   pthread_mutex_destroy(&s->wlock);

@@ -36,6 +36,10 @@ static int name_of(int fd, struct wg_sock *s, int peer, struct sockaddr *addr, s
 
 static int wg_getname(int fd, int peer, struct sockaddr *addr, socklen_t *len) {
   struct wg_sock *s = wg_kind(fd) != WG_K_NONE ? wg_get(fd) : NULL;
+  if (s && s->state == WG_S_RELAY) {
+    wg_put(s); /* a kernel listener: its own name is right */
+    s = NULL;
+  }
   if (!s) {
     return peer ? WG_CALL_REAL(getpeername, fd, addr, len)
                 : WG_CALL_REAL(getsockname, fd, addr, len);

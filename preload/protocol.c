@@ -75,8 +75,10 @@ static int check_request(const struct wgp_request *r) {
   if (err) return err;
   err = check_endpoint(r->family, r->remote.addr, r->remote.port);
   if (err) return err;
-  /* Only CONNECT names a remote endpoint. */
-  if (r->op != WGP_OP_CONNECT && !endpoint_is_zero(&r->remote)) return WGP_E_RESERVED;
+  /* Only CONNECT and LOOKUP name a remote endpoint. */
+  if (r->op != WGP_OP_CONNECT && r->op != WGP_OP_LOOKUP && !endpoint_is_zero(&r->remote)) {
+    return WGP_E_RESERVED;
+  }
   if (!all_zero(r->tag, WGP_TAG_LEN)) return WGP_E_RESERVED;
   if (r->op != WGP_OP_LISTEN && r->op != WGP_OP_ACCEPT && r->arg != 0) return WGP_E_RESERVED;
   return 0;

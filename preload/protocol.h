@@ -74,8 +74,9 @@ enum wgp_op {
   WGP_OP_LISTEN = 3,  /* turn this connection into a listener's notice channel */
   WGP_OP_ACCEPT = 4,  /* take the connection named by `arg` from a notice */
   WGP_OP_UDP = 5,     /* an unconnected UDP socket: frames carry each datagram's peer */
+  WGP_OP_LOOKUP = 6,  /* on a RELAY listener's channel: which tunnel peer is this loopback peer? */
 };
-#define WGP_OP_MAX 5
+#define WGP_OP_MAX 6
 
 enum wgp_proto { WGP_PROTO_TCP = 6, WGP_PROTO_UDP = 17 };
 
@@ -85,7 +86,8 @@ enum wgp_family { WGP_FAMILY_NONE = 0, WGP_FAMILY_V4 = 4, WGP_FAMILY_V6 = 6 };
 /* Request flags. */
 #define WGP_FLAG_V6ONLY 0x1u    /* BIND: an AF_INET6 socket with IPV6_V6ONLY set */
 #define WGP_FLAG_REUSEADDR 0x2u /* BIND: SO_REUSEADDR was set */
-#define WGP_FLAGS_KNOWN (WGP_FLAG_V6ONLY | WGP_FLAG_REUSEADDR)
+#define WGP_FLAG_RELAY 0x4u     /* LISTEN: relay tunnel connections to a kernel listener */
+#define WGP_FLAGS_KNOWN (WGP_FLAG_V6ONLY | WGP_FLAG_REUSEADDR | WGP_FLAG_RELAY)
 
 /*
  * Reply status codes. They are protocol numbers, not errno values: the interposer maps them with

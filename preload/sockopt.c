@@ -112,9 +112,19 @@ static int set_ours(int fd, struct wg_sock *s, int level, int name, const void *
   return 0;
 }
 
+/* A kernel socket we only annotate (relayed listener and its connections) keeps its options. */
+static struct wg_sock *get_unless_kernel(int fd) {
+  struct wg_sock *s = wg_kind(fd) != WG_K_NONE ? wg_get(fd) : NULL;
+  if (s && s->is_kernel) {
+    wg_put(s);
+    return NULL;
+  }
+  return s;
+}
+
 int getsockopt(int fd, int level, int name, void *val, socklen_t *len) {
   wg_init();
-  struct wg_sock *s = wg_kind(fd) != WG_K_NONE ? wg_get(fd) : NULL;
+  struct wg_sock *s = get_unless_kernel(fd);
   if (!s) return WG_CALL_REAL(getsockopt, fd, level, name, val, len);
   int r = get_ours(fd, s, level, name, val, len);
   int e = errno;
@@ -125,7 +135,7 @@ int getsockopt(int fd, int level, int name, void *val, socklen_t *len) {
 
 int setsockopt(int fd, int level, int name, const void *val, socklen_t len) {
   wg_init();
-  struct wg_sock *s = wg_kind(fd) != WG_K_NONE ? wg_get(fd) : NULL;
+  struct wg_sock *s = get_unless_kernel(fd);
   if (!s) return WG_CALL_REAL(setsockopt, fd, level, name, val, len);
   int r = set_ours(fd, s, level, name, val, len);
   int e = errno;

@@ -99,6 +99,13 @@ static uint16_t bound_port(int fd) {
   return 0;
 }
 
+int wg_udp_bind(int fd, int domain, uint8_t family, const struct wgp_endpoint *local) {
+  struct wg_sock *s = udp_attach(fd, domain, family, local);
+  if (!s) return -1;
+  wg_put(s);
+  return 0;
+}
+
 static int socket_domain(int fd) {
   int d = -1;
   socklen_t l = sizeof d;

@@ -133,6 +133,7 @@ enum wg_state {
   WG_S_BOUND = 4,     /* bound to a tunnel address (the fd is the broker's BIND connection) */
   WG_S_LISTENING = 5, /* listening on a tunnel address: the fd carries accept notices */
   WG_S_UDP = 6,       /* UDP: the fd carries frames */
+  WG_S_RELAY = 7,     /* a kernel listener on a wildcard address that the tunnel also reaches */
 };
 
 /* How hot paths treat an fd, readable without a lock. */
@@ -155,6 +156,9 @@ struct wg_sock {
   struct wgp_endpoint local, remote;
   int has_remote;
   int connect_reported; /* a connect() call has returned the outcome */
+  int is_kernel;       /* the fd is a kernel TCP socket (relayed listener or its connection) */
+  int aux_fd;          /* WG_S_RELAY: the broker connection that keeps the tunnel listener */
+  uint16_t relay_port; /* WG_S_RELAY: the port it listens on */
   dev_t dev; /* identity of the Unix socket behind the fd, to notice fd reuse we did not see */
   ino_t ino;
 };
@@ -203,6 +207,8 @@ WG_HIDDEN int wg_broker_unreachable(void);
 /* connect() of a UDP socket to a tunnel destination; `s` when the fd is already ours. */
 WG_HIDDEN int wg_udp_connect(int fd, struct wg_sock *s, const struct sockaddr *addr,
                              socklen_t len);
+/* bind() of a UDP socket to a tunnel address. */
+WG_HIDDEN int wg_udp_bind(int fd, int domain, uint8_t family, const struct wgp_endpoint *local);
 /* Receives one datagram on a tunnel UDP socket, as recvmsg(2) would. */
 WG_HIDDEN ssize_t wg_udp_recv(int fd, struct wg_sock *s, struct msghdr *msg, int flags);
 /* Sends one datagram on a tunnel UDP socket (msg_name NULL: to the connected peer). */

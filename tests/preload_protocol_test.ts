@@ -83,7 +83,7 @@ function field16(addr: Uint8Array): string {
 
 /** A random request that a v1 encoder accepts. */
 function randomRequest(r: () => number): Request {
-  const ops = [Op.Connect, Op.Bind, Op.Listen, Op.Accept, Op.Udp];
+  const ops = [Op.Connect, Op.Bind, Op.Listen, Op.Accept, Op.Udp, Op.Lookup];
   const op = ops[Math.floor(r() * ops.length)]!;
   const proto = op === Op.Udp ? Proto.Udp : Proto.Tcp;
   const family = op === Op.Accept && r() < 0.5 ? Family.None : r() < 0.5 ? Family.V4 : Family.V6;
@@ -94,11 +94,11 @@ function randomRequest(r: () => number): Request {
     op,
     proto,
     family,
-    flags: Math.floor(r() * 4),
+    flags: Math.floor(r() * 8),
     padding: op === Op.Connect && r() < 0.5 ? Math.floor(r() * MAX_PADDING) : 0,
     arg: op === Op.Listen || op === Op.Accept ? Math.floor(r() * 2 ** 32) : 0,
     local: ep(),
-    remote: op === Op.Connect ? ep() : { addr: new Uint8Array(n), port: 0 },
+    remote: op === Op.Connect || op === Op.Lookup ? ep() : { addr: new Uint8Array(n), port: 0 },
   };
 }
 

@@ -8,7 +8,8 @@
  *                                                │
  *                          secret (constant time) ─ wrong ─► AUTH, close
  *                                                │
- *                    CONNECT ─► broker/tcp.ts    UDP ─► broker/udp.ts    other ─► BADREQ
+ *       CONNECT ─► broker/tcp.ts        UDP ─► broker/udp.ts
+ *       BIND (then LISTEN), LISTEN+RELAY, ACCEPT, LOOKUP ─► broker/listen.ts
  * ```
  *
  * Private by construction (DESIGN.md decision 2): the socket lives in a directory only the
@@ -34,6 +35,7 @@ import { readExact, writeAll } from "./broker/io.ts";
 import {
   decodeRequest,
   errorReply,
+  Flag,
   Op,
   ProtocolError,
   REQUEST_LEN,
@@ -41,6 +43,7 @@ import {
   secretEqual,
   Status,
 } from "./broker/protocol.ts";
+import { Inbound, serveAccept, serveBind, serveLookup, serveRelayListen } from "./broker/listen.ts";
 import { serveConnect } from "./broker/tcp.ts";
 import { serveUdp } from "./broker/udp.ts";
 import { type Logger, silentLogger } from "./log.ts";
@@ -106,6 +109,7 @@ export class Broker {
   readonly #ownsDir: boolean;
   readonly #env: Record<string, string>;
   readonly #ctx: BrokerContext;
+  readonly #inbound = new Inbound();
   readonly #live = new Set<{ close(): void }>();
   readonly #tasks = new Set<Promise<void>>();
   readonly #accepting: Promise<void>;
@@ -266,8 +270,24 @@ export class Broker {
         return await serveConnect(this.#ctx, conn, req);
       case Op.Udp:
         return await serveUdp(this.#ctx, conn, req);
-      default:
-        // BIND/LISTEN/ACCEPT (inbound) are not served yet.
+      case Op.Bind:
+        return await serveBind(
+          this.#ctx,
+          this.#inbound,
+          conn,
+          req,
+          (r) => secretEqual(r.secret, this.#secret),
+        );
+      case Op.Accept:
+        return await serveAccept(this.#ctx, this.#inbound, conn, req);
+      case Op.Lookup:
+        return await serveLookup(this.#ctx, this.#inbound, conn, req);
+      case Op.Listen:
+        // A first request may only LISTEN for a kernel listener (RELAY); a tunnel listener's
+        // LISTEN follows its BIND on the same connection.
+        if (req.flags & Flag.Relay) {
+          return await serveRelayListen(this.#ctx, this.#inbound, conn, req);
+        }
         await writeAll(conn, errorReply(Status.BadRequest));
     }
   }

@@ -63,7 +63,7 @@ const Frm = { length: 0, port: 2, family: 4, reserved: 5, addr: 8 } as const;
 const REQUEST_MAGIC = [0x57, 0x47, 0x42, 0x31]; // "WGB1"
 const REPLY_MAGIC = [0x57, 0x47, 0x52, 0x31]; // "WGR1"
 
-export const Op = { Connect: 1, Bind: 2, Listen: 3, Accept: 4, Udp: 5 } as const;
+export const Op = { Connect: 1, Bind: 2, Listen: 3, Accept: 4, Udp: 5, Lookup: 6 } as const;
 export type Op = (typeof Op)[keyof typeof Op];
 
 export const Proto = { Tcp: 6, Udp: 17 } as const;
@@ -73,8 +73,8 @@ export type Proto = (typeof Proto)[keyof typeof Proto];
 export const Family = { None: 0, V4: 4, V6: 6 } as const;
 export type Family = (typeof Family)[keyof typeof Family];
 
-export const Flag = { V6Only: 0x1, ReuseAddr: 0x2 } as const;
-const FLAGS_KNOWN = Flag.V6Only | Flag.ReuseAddr;
+export const Flag = { V6Only: 0x1, ReuseAddr: 0x2, Relay: 0x4 } as const;
+const FLAGS_KNOWN = Flag.V6Only | Flag.ReuseAddr | Flag.Relay;
 
 /** Reply status codes; the interposer turns them into errno values (PROTOCOL.md table). */
 export const Status = {
@@ -230,7 +230,7 @@ interface RawRequest {
  * the same failure for the same bytes. */
 function checkRequest(r: RawRequest): void {
   const what = "request";
-  if (r.op < 1 || r.op > Op.Udp) throw new ProtocolError("op", what);
+  if (r.op < 1 || r.op > Op.Lookup) throw new ProtocolError("op", what);
   if (r.proto !== Proto.Tcp && r.proto !== Proto.Udp) throw new ProtocolError("proto", what);
   if ((r.op === Op.Udp) !== (r.proto === Proto.Udp)) throw new ProtocolError("proto", what);
   if (r.family !== Family.V4 && r.family !== Family.V6) {
@@ -244,7 +244,9 @@ function checkRequest(r: RawRequest): void {
   const family = r.family as Family;
   checkEndpoint(family, r.localAddr, r.localPort, what);
   checkEndpoint(family, r.remoteAddr, r.remotePort, what);
-  if (r.op !== Op.Connect && (r.remotePort !== 0 || !allZero(r.remoteAddr))) {
+  if (
+    r.op !== Op.Connect && r.op !== Op.Lookup && (r.remotePort !== 0 || !allZero(r.remoteAddr))
+  ) {
     throw new ProtocolError("reserved", what);
   }
   if (!allZero(r.tag)) throw new ProtocolError("reserved", what);

@@ -104,8 +104,12 @@ export async function serveConnect(
   }
 }
 
-/** Copies both ways until both directions have ended, or resets both on an error. */
-async function relay(unix: Deno.Conn, conn: TunnelConn): Promise<void> {
+/**
+ * Copies both ways between a local stream (the program's Unix connection, or a loopback TCP
+ * connection to its listener) and a tunnel connection, until both directions have ended; resets
+ * both on an error.
+ */
+export async function relay(unix: Deno.Conn, conn: TunnelConn): Promise<void> {
   let failed = false;
   const fail = () => {
     if (failed) return;
