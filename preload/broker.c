@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 int wg_broker_open(void) {
@@ -77,6 +78,11 @@ int wg_broker_recv(int u, struct wgp_reply *rep, int block) {
       errno = EAGAIN;
       return -1;
     }
+    if (r > 0) {
+      /* Part of a reply: poll would say readable at once; give the rest a moment to come. */
+      struct timespec ms = {0, 1000000};
+      if (syscall(SYS_nanosleep, &ms, NULL) != 0 && errno == EINTR) return -1;
+    }
     struct pollfd p = {.fd = u, .events = POLLIN | POLLRDHUP};
     long n = syscall(SYS_ppoll, &p, 1, NULL, NULL, (size_t)8);
     if (n < 0) return -1; /* EINTR: the caller decides what an interrupted wait means */
@@ -103,7 +109,7 @@ int wg_install(int u, int fd) {
   long fl = sys_fcntl(fd, F_GETFL, 0);
   long fdfl = sys_fcntl(fd, F_GETFD, 0);
   if (fl < 0 || fdfl < 0) goto fail;
-  if (sys_fcntl(u, F_SETFL, fl & (O_NONBLOCK | O_ASYNC)) < 0) goto fail;
+  if (sys_fcntl(u, F_SETFL, fl & O_NONBLOCK) < 0) goto fail;
   if (sys_dup3(u, fd, (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0) goto fail;
   sys_close(u);
   return 0;
@@ -136,26 +142,34 @@ int wg_take_error(struct wg_sock *s) {
 }
 
 int wg_resolve(int fd, struct wg_sock *s, int block) {
+  /* The read lock orders readers of the reply; the state lock is only held for the update, so
+   * getsockname and friends never wait behind a blocking reader. */
+  pthread_mutex_lock(&s->rlock);
   pthread_mutex_lock(&s->lock);
-  if (s->state != WG_S_PENDING) {
-    pthread_mutex_unlock(&s->lock);
+  int pending = s->state == WG_S_PENDING;
+  pthread_mutex_unlock(&s->lock);
+  if (!pending) {
+    pthread_mutex_unlock(&s->rlock);
     return 0;
   }
   struct wgp_reply rep;
   if (wg_broker_recv(fd, &rep, block) != 0) {
     int e = errno;
     if (e == EAGAIN || e == EWOULDBLOCK || e == EINTR) {
-      pthread_mutex_unlock(&s->lock);
+      pthread_mutex_unlock(&s->rlock);
       errno = e;
       return -1;
     }
     /* The broker went away or spoke nonsense: the connection is lost. */
     wg_debug("fd %d: no reply from the broker (%s)", fd, strerror(e));
+    pthread_mutex_lock(&s->lock);
     s->state = WG_S_FAILED;
     s->so_error = ECONNRESET;
     pthread_mutex_unlock(&s->lock);
+    pthread_mutex_unlock(&s->rlock);
     return 0;
   }
+  pthread_mutex_lock(&s->lock);
   if (rep.status == WGP_OK) {
     s->state = WG_S_CONNECTED;
     s->family = rep.family;
@@ -163,14 +177,18 @@ int wg_resolve(int fd, struct wg_sock *s, int block) {
     s->local = rep.local;
     s->remote = rep.remote;
     s->has_remote = 1;
+  } else {
+    s->state = WG_S_FAILED;
+    s->so_error = wgp_status_errno(rep.status);
+  }
+  pthread_mutex_unlock(&s->lock);
+  pthread_mutex_unlock(&s->rlock);
+  if (rep.status == WGP_OK) {
     wg_set_kind(fd, WG_K_FAST);
     wg_debug("fd %d: connected", fd);
   } else {
     if (rep.status == WGP_ST_AUTH) wg_warn("the broker refused our secret");
-    s->state = WG_S_FAILED;
-    s->so_error = wgp_status_errno(rep.status);
     wg_debug("fd %d: connect failed: %s", fd, wgp_status_name(rep.status));
   }
-  pthread_mutex_unlock(&s->lock);
   return 0;
 }

@@ -11,10 +11,10 @@
  *                                                                        dup3 onto the fd,
  *                                                                        fdtable.c entry
  *
- * Locking: one global mutex guards the fd table (fdtable.c); each wg_sock has its own mutex that
- * serialises reading the broker's reply and UDP framing. The table lock is never held while
- * blocking; a socket lock may be (a blocking fd waiting for its reply), and is never taken with
- * the table lock held. Internal I/O uses raw syscall() (sys_* below) so that it can never re-enter
+ * Locking: one global mutex guards the fd table (fdtable.c). Each wg_sock has a state lock, held
+ * only for short updates, and a read and a write lock that order whole records on its stream (the
+ * connect reply, accept notices, UDP frames) and may be held while blocking. Order: rlock/wlock,
+ * then lock; the table lock is never held while taking a socket lock. Internal I/O uses raw syscall() (sys_* below) so that it can never re-enter
  * a hook or another interposer.
  */
 #ifndef WRAPGUARD_H
@@ -141,8 +141,8 @@ enum wg_kind { WG_K_NONE = 0, WG_K_FAST = 1, WG_K_SLOW = 2 };
 
 struct wg_sock {
   int refs; /* under the table lock */
-  pthread_mutex_t lock;  /* state below; never held while blocking on the network */
-  pthread_mutex_t rlock; /* UDP: one reader takes a whole frame at a time */
+  pthread_mutex_t lock;  /* state below; never held while blocking */
+  pthread_mutex_t rlock; /* one reader takes a whole record (reply, notice, frame) at a time */
   pthread_mutex_t wlock; /* UDP: one writer puts a whole frame at a time */
   int domain;   /* AF_INET / AF_INET6, as the program created it */
   int type;     /* SOCK_STREAM / SOCK_DGRAM */
@@ -193,7 +193,7 @@ WG_HIDDEN int wg_broker_recv(int u, struct wgp_reply *rep, int block);
 WG_HIDDEN int wg_install(int u, int fd);
 /* Filler length that keeps a fresh broker connection unwritable until the broker drains it. */
 WG_HIDDEN uint32_t wg_padding_for(int u);
-/* Reads a pending connect's reply, if any, and moves the socket on (s->lock held by callee).
+/* Reads a pending connect's reply, if any, and moves the socket on (locks taken inside).
  * Returns 0 when the socket is no longer pending, -1/EAGAIN (or EINTR) otherwise. */
 WG_HIDDEN int wg_resolve(int fd, struct wg_sock *s, int block);
 /* Takes the pending error (0 if none), as SO_ERROR reading does. */
