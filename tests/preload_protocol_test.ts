@@ -368,3 +368,65 @@ Deno.test("preload protocol: routing decisions (C config parser)", async () => {
   const answers = await batch(cases.map(([r, a, k, ip]) => `route ${r} ${a} ${k} ${ip}`));
   cases.forEach((c, i) => assert.equal(answers[i], c[4], `route ${c.join(" ")}`));
 });
+
+Deno.test("preload build: each library is an ELF of its architecture exporting every hook", async () => {
+  await preloadLibrary();
+  const hooks = [
+    "socket",
+    "connect",
+    "bind",
+    "listen",
+    "accept",
+    "accept4",
+    "close",
+    "dup",
+    "dup2",
+    "dup3",
+    "fcntl",
+    "getsockname",
+    "getpeername",
+    "getsockopt",
+    "setsockopt",
+    "read",
+    "readv",
+    "recv",
+    "recvfrom",
+    "recvmsg",
+    "recvmmsg",
+    "__read_chk",
+    "__recv_chk",
+    "__recvfrom_chk",
+    "write",
+    "writev",
+    "send",
+    "sendto",
+    "sendmsg",
+    "sendmmsg",
+  ];
+  // e_machine: 62 x86-64, 183 AArch64.
+  const machines: Record<string, number> = { x86_64: 62, aarch64: 183 };
+  let checked = 0;
+  for (const [arch, machine] of Object.entries(machines)) {
+    const path = `${root}preload/build/libwrapguard-${arch}.so`;
+    let bytes: Uint8Array;
+    try {
+      bytes = await Deno.readFile(path);
+    } catch {
+      // The cross compiler is optional (build.sh says so); the native library is not.
+      assert.notEqual(arch, Deno.build.arch, `${path} is missing`);
+      continue;
+    }
+    assert.deepEqual([...bytes.subarray(0, 5)], [0x7f, 0x45, 0x4c, 0x46, 2], `${arch}: ELF64`);
+    assert.equal(new DataView(bytes.buffer).getUint16(18, true), machine, `${arch}: e_machine`);
+    const nm = await new Deno.Command("nm", { args: ["-D", "--defined-only", path] }).output();
+    assert.ok(nm.success, new TextDecoder().decode(nm.stderr));
+    const exported = new Set(
+      new TextDecoder().decode(nm.stdout).split("\n").map((l) => l.split(" ")[2]),
+    );
+    for (const h of hooks) assert.ok(exported.has(h), `${arch}: ${h} is not exported`);
+    // Internals stay hidden: only the hooks (and nothing like wg_*) are visible.
+    assert.ok(![...exported].some((s) => s?.startsWith("wg")), `${arch}: internals exported`);
+    checked++;
+  }
+  assert.ok(checked >= 1);
+});
