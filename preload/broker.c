@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -49,16 +50,28 @@ int wg_broker_send(int u, const struct wgp_request *req) {
   /* The filler: zero bytes the broker discards once the connection is established (see
    * PROTOCOL.md "Readiness"). wg_padding_for keeps it below the send buffer: never blocks. */
   static const uint8_t zeros[4096];
+  /* One sendmsg over an iovec that repeats a page of zeros: few, large socket buffers. */
+  struct iovec iov[64];
   uint32_t left = req->padding;
   while (left > 0) {
-    size_t n = left < sizeof zeros ? left : sizeof zeros;
-    if (wg_send_all(u, zeros, n) != 0) {
+    size_t n = 0, total = 0;
+    while (n < sizeof iov / sizeof iov[0] && total < left) {
+      size_t piece = left - total < sizeof zeros ? left - total : sizeof zeros;
+      iov[n].iov_base = (void *)zeros;
+      iov[n].iov_len = piece;
+      total += piece;
+      n++;
+    }
+    struct msghdr m = {.msg_iov = iov, .msg_iovlen = n};
+    long r = sys_sendmsg(u, &m, MSG_NOSIGNAL);
+    if (r < 0) {
+      if (errno == EINTR) continue;
       /* A broker that refuses (bad secret, connection refused) may answer and close before
        * the filler is all written: the reply, already queued for us, tells the outcome. */
       if (errno == EPIPE || errno == ECONNRESET) return 0;
       return -1;
     }
-    left -= (uint32_t)n;
+    left -= (uint32_t)r;
   }
   return 0;
 }
