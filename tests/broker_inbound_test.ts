@@ -224,3 +224,22 @@ Deno.test({
     assert.match(r.stderr, /accepting connection from AF=2 10\.203\.0\.1:/);
   },
 });
+
+Deno.test({
+  name: "broker inbound: a node http server on the wildcard serves tunnel peers",
+  ignore: which("node") === undefined,
+  async fn() {
+    await using s = await setup();
+    const p = await start(s, [
+      "node",
+      "-e",
+      `require("http").createServer((req, res) => res.end("seen " + req.socket.remoteAddress))
+         .listen(8080, "::", () => console.log("ready"));`,
+    ], /ready/);
+    assert.ok(p);
+    const conn = await s.b.connect({ hostname: "fd23::2", port: 8080 });
+    const reply = await exchange(conn, "GET / HTTP/1.0\r\nHost: x\r\n\r\n");
+    assert.match(reply, /^HTTP\/1\.1 200 OK/);
+    assert.match(reply, /seen fd23::1$/);
+  },
+});

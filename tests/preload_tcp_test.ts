@@ -595,3 +595,51 @@ print(got)
     echo.close();
   }
 });
+
+Deno.test({
+  name: "preload tcp: node's http client and net errors through the tunnel",
+  ignore: !have("node"),
+  async fn() {
+    const body = randomBytes(1 << 20);
+    const http = httpServer(body);
+    try {
+      await withBroker(
+        (d) =>
+          d.port === 80
+            ? { kind: "relay", port: http.port }
+            : { kind: "fail", status: Status.ConnRefused },
+        async (broker) => {
+          const js = `
+const http = require("http"), net = require("net"), crypto = require("crypto");
+const upload = crypto.randomBytes(300000);
+const req = http.request({ host: "10.99.0.2", port: 80, method: "POST" }, (res) => {
+  let b = "";
+  res.on("data", (c) => (b += c));
+  res.on("end", () => {
+    console.log(res.statusCode, b === crypto.createHash("sha256").update(upload).digest("hex"));
+    http.get({ host: "10.99.0.2", port: 80, path: "/blob" }, (res2) => {
+      const h = crypto.createHash("sha256");
+      res2.on("data", (c) => h.update(c));
+      res2.on("end", () => {
+        console.log(h.digest("hex"));
+        net.connect(81, "10.99.0.2").on("error", (e) => console.log(e.code));
+      });
+    });
+  });
+});
+req.end(upload);
+`;
+          const r = await run(null, ["node", "-e", js], {
+            env: broker.env(lib),
+            timeoutMs: 30_000,
+          });
+          assert.equal(r.code, 0, r.stderr);
+          assert.deepEqual(r.stdout.trim().split("\n"), ["200 true", sha256(body), "ECONNREFUSED"]);
+          assert.equal(broker.requests.length, 3);
+        },
+      );
+    } finally {
+      await http.close();
+    }
+  },
+});
