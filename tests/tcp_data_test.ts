@@ -189,6 +189,40 @@ Deno.test("sending", async (t) => {
   });
 
   await t.step(
+    "a window the peer shrank: ACKs start at its edge, retransmissions fit in it",
+    () => {
+      // Linux drops a segment that starts beyond its window, ACK field included; if our ACKs
+      // started at SND.NXT, a peer whose reader stalled would never see them (a deadlock seen
+      // against the kernel with many connections over a lossy tunnel).
+      const s = new TcpScript();
+      const { conn, iss, irs } = s.openActive({ ts: false, ws: 7 });
+      conn.write(patternData(4 * 1380));
+      s.expect([{ len: 1380 }, { len: 1380 }, { len: 1380 }, { len: 1380 }]);
+      s.send(20, { flags: "PA", seq: irs + 1, ack: iss + 1, window: 1, data: "x" }); // 128 bytes
+      s.tick(60);
+      s.expect([{ flags: "A", seq: iss + 1 + 128, ack: irs + 2 }], "SEQ = the window's right edge");
+      s.tick(210);
+      s.expect(
+        [{ flags: "A", seq: iss + 1, data: patternData(128) }],
+        "RTO: only what the window takes",
+      );
+      s.send(220, { flags: "A", seq: irs + 2, ack: iss + 129, window: 0 });
+      s.expectNone("nothing fits a zero window");
+      for (const at of [420, 820, 1620, 3220, 6420, 12820, 25620, 51220]) {
+        s.tick(at);
+        s.expect([{ flags: "A", seq: iss + 129, len: 1380 }], `the timer's probe at ${at}`);
+        s.send(at + 10, { flags: "A", seq: irs + 2, ack: iss + 129, window: 0 });
+      }
+      assert.equal(conn.state, "ESTABLISHED", "answered probes do not use up the retries");
+      s.send(60_000, { flags: "A", seq: irs + 2, ack: iss + 1 + 1380 + 128, window: 100 });
+      s.expect(
+        [{ seq: iss + 1 + 1508, len: 1380 }, { len: 1380 }],
+        "slow start after the timeouts",
+      );
+    },
+  );
+
+  await t.step(
     "zero window: persist probes back off, go on while answered; data goes when it opens",
     () => {
       const s = new TcpScript();

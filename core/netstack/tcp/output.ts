@@ -51,8 +51,15 @@ function sendData(tcb: Tcb, now: number): void {
         tcb.rtxNextOff = tcb.rtxLimitOff;
         continue;
       }
+      // A window the peer shrank is respected: what lies beyond it waits, except the segment
+      // at SND.UNA when the timer forces it, which then serves as a zero-window probe (Linux).
+      let wndRoom = tcb.sndUnaOff + tcb.sndWnd - off;
+      if (wndRoom <= 0) {
+        if (off !== tcb.sndUnaOff || !force) break;
+        wndRoom = room;
+      }
       const dataEnd = tcb.finSent ? tcb.finOff : tcb.sndNxtOff;
-      const len = Math.max(0, Math.min(room, limit - off, dataEnd - off));
+      const len = Math.max(0, Math.min(room, wndRoom, limit - off, dataEnd - off));
       const fin = tcb.finSent && off + len === tcb.finOff && limit > tcb.finOff;
       // RFC 6675 5 (C): only while cwnd − pipe leaves room, except the one forced segment.
       if (!force && tcb.pipe() + len + (fin ? 1 : 0) > tcb.cc.cwnd) break;
@@ -133,9 +140,19 @@ function emitData(tcb: Tcb, now: number, off: number, len: number, fin: boolean)
   tcb.lastSendAt = now;
 }
 
-/** A bare ACK: <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>. */
+/**
+ * The sequence number for a segment without data: SND.NXT, or the right edge of the peer's
+ * window when that lies before SND.NXT. A peer whose window shrank (its reader stalled) drops
+ * segments that start beyond it, ACK field and all, as RFC 9293 3.10.7.4 says it should, and
+ * two stacks can then wait on each other forever. Linux does the same (tcp_acceptable_seq).
+ */
+function acceptableSeq(tcb: Tcb): number {
+  return tcb.seqOf(Math.max(Math.min(tcb.sndNxtOff, tcb.sndUnaOff + tcb.sndWnd), 0));
+}
+
+/** A bare ACK: <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK> (see {@link acceptableSeq}). */
 export function sendAck(tcb: Tcb, now: number): void {
-  emitSegment(tcb, now, TcpFlag.ACK, tcb.seqOf(Math.max(tcb.sndNxtOff, 0)), 0, 0);
+  emitSegment(tcb, now, TcpFlag.ACK, acceptableSeq(tcb), 0, 0);
 }
 
 /**
@@ -155,7 +172,7 @@ export function sendSyn(tcb: Tcb, now: number): void {
 
 /** RST from a connection: <SEQ=SND.NXT><ACK=RCV.NXT><CTL=RST,ACK>, as Linux aborts. */
 export function sendRst(tcb: Tcb, now: number): void {
-  emitSegment(tcb, now, TcpFlag.RST | TcpFlag.ACK, tcb.seqOf(Math.max(tcb.sndNxtOff, 0)), 0, 0);
+  emitSegment(tcb, now, TcpFlag.RST | TcpFlag.ACK, acceptableSeq(tcb), 0, 0);
 }
 
 /**

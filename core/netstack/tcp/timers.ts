@@ -10,6 +10,7 @@
  *
  * @module
  */
+import { MAX_RTO } from "./constants.ts";
 import { connectionError } from "./input.ts";
 import { canSendData, sendProbe, sendSyn, transmit } from "./output.ts";
 import { Recovery, RtxKind, State, type Tcb } from "./tcb.ts";
@@ -67,7 +68,15 @@ function retransmitTimeout(tcb: Tcb, now: number): void {
     return;
   }
   if (!canSendData(st) || tcb.flight === 0) return;
-  if (tcb.retries >= host.limits.maxRetransmits) {
+  if (tcb.sndWnd === 0) {
+    // The peer shrank its window to nothing: our retransmissions are zero-window probes now,
+    // and a peer that answers them may keep its window closed (RFC 1122 4.2.2.17). Like Linux,
+    // give up only when it has said nothing for MAX_RTO.
+    if (now - tcb.lastRecvAt > MAX_RTO) {
+      timedOut(tcb);
+      return;
+    }
+  } else if (tcb.retries >= host.limits.maxRetransmits) {
     timedOut(tcb);
     return;
   }
