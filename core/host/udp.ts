@@ -9,6 +9,9 @@ import dgram from "node:dgram";
 import { formatIP, type IpBytes, parseIP, unmapIPv4 } from "../wire/addr.ts";
 import type { Endpoint } from "../wireguard/peer.ts";
 
+/** Datagrams waiting to be sent, at most (two arrays slots each). */
+const MaxQueuedDatagrams = 8192;
+
 export interface UdpTransportOptions {
   /** 0 or undefined: an ephemeral port, as wg-quick without ListenPort. */
   port?: number;
@@ -24,6 +27,13 @@ export class UdpTransport {
   #endpoints = new Map<string, Endpoint>();
   #targets = new WeakMap<Endpoint, string>();
   sendErrors = 0;
+  /** Datagrams dropped because the send queue was full (as a full socket buffer drops). */
+  queueDrops = 0;
+  #inFlight = false;
+  #closed = false;
+  // Endpoint, data, endpoint, data, ... consumed from #queueHead: no per-datagram object.
+  #queue: (Endpoint | Uint8Array)[] = [];
+  #queueHead = 0;
 
   private constructor(socket: dgram.Socket, dualStack: boolean) {
     this.#socket = socket;
@@ -72,7 +82,24 @@ export class UdpTransport {
     return this.#socket.address().port;
   }
 
+  /**
+   * Queues one datagram. Deno's node:dgram completes concurrent sends in any order, which would
+   * reorder the tunnel's packets and look like network reordering to TCP; so one send is in
+   * flight at a time and the rest wait here, bounded like a kernel socket buffer.
+   */
   send(to: Endpoint, data: Uint8Array): void {
+    if (this.#inFlight) {
+      if (this.#queue.length - this.#queueHead >= 2 * MaxQueuedDatagrams) {
+        this.queueDrops++;
+        return;
+      }
+      this.#queue.push(to, data);
+      return;
+    }
+    this.#transmit(to, data);
+  }
+
+  #transmit(to: Endpoint, data: Uint8Array): void {
     let target = this.#targets.get(to);
     if (target === undefined) {
       target = to.address.length === 4 && this.#dualStack
@@ -80,12 +107,28 @@ export class UdpTransport {
         : formatIP(to.address);
       this.#targets.set(to, target);
     }
-    this.#socket.send(data, to.port, target, (err) => {
-      if (err) this.sendErrors++;
-    });
+    this.#inFlight = true;
+    this.#socket.send(data, to.port, target, this.#sent);
   }
 
+  readonly #sent = (err: Error | null): void => {
+    this.#inFlight = false;
+    if (err) this.sendErrors++;
+    if (this.#queueHead === this.#queue.length || this.#closed) return;
+    const to = this.#queue[this.#queueHead++] as Endpoint;
+    const data = this.#queue[this.#queueHead++] as Uint8Array;
+    if (this.#queueHead === this.#queue.length) {
+      this.#queue.length = 0;
+      this.#queueHead = 0;
+    } else if (this.#queueHead > 4096) {
+      this.#queue.splice(0, this.#queueHead);
+      this.#queueHead = 0;
+    }
+    this.#transmit(to, data);
+  };
+
   close(): void {
+    this.#closed = true;
     this.#socket.close();
   }
 
