@@ -332,3 +332,17 @@ Deno.test("TIME-WAIT reuse by a new SYN (RFC 6191)", () => {
   assert.equal(listener.halfOpen, 1);
   assert.equal(s.tcp.connectionCount, 1);
 });
+
+Deno.test("a full table gives up its oldest TIME-WAIT connection for a new one", () => {
+  const s = new TcpScript({ limits: { maxConnections: 1 } });
+  const { conn, iss, irs } = s.openActive({ ts: false });
+  conn.close();
+  s.send(20, { flags: "FA", seq: irs + 1, ack: iss + 2 });
+  assert.equal(conn.state, "TIME-WAIT");
+  s.out();
+  const next = s.tcp.connect(30, { dst: s.remote, dstPort: 81 });
+  assert.equal(conn.state, "CLOSED");
+  assert.equal(next.state, "SYN-SENT");
+  assert.equal(s.tcp.connectionCount, 1);
+  assert.throws(() => s.tcp.connect(31, { dst: s.remote, dstPort: 82 }), { code: "ENOBUFS" });
+});

@@ -163,18 +163,16 @@ export class TcpConnection {
     };
   }
 
-  /** Runs `fn` as one unit of work: then sends what is owed and calls the hooks. */
-  #act<T>(fn: (t: Tcb, now: number) => T): T {
-    const t = this.#tcb;
-    const host = t.host;
-    host.enter();
+  /**
+   * Ends a unit of work that began with `host.enter()` (every call below): the TCB's deadline
+   * goes back to the layer, the hooks run, then any input that arrived meanwhile (loopback).
+   */
+  #settle(t: Tcb): void {
     try {
-      const r = fn(t, host.now);
       if (t.state !== State.CLOSED) t.reschedule();
       t.dispatch();
-      return r;
     } finally {
-      host.leave();
+      t.host.leave();
     }
   }
 
@@ -190,13 +188,16 @@ export class TcpConnection {
       throw new TcpError("EPIPE", "Cannot write: the connection is shut down for writing");
     }
     if (data.length === 0) return 0;
-    return this.#act((t, now) => {
+    t.host.enter();
+    try {
       const n = t.sendBuf.push(data);
       t.writtenOff += n;
       if (n < data.length) t.writeBlocked = true;
-      if (n > 0 && canSendData(t.state)) transmit(t, now);
+      if (n > 0 && canSendData(t.state)) transmit(t, t.host.now);
       return n;
-    });
+    } finally {
+      this.#settle(t);
+    }
   }
 
   /**
@@ -210,16 +211,19 @@ export class TcpConnection {
     const avail = t.rcvBuf.readable;
     if (avail === 0) return into ? into.subarray(0, 0) : EMPTY;
     const out = into ? into.subarray(0, Math.min(into.length, avail)) : new Uint8Array(avail);
-    return this.#act((t, now) => {
+    t.host.enter();
+    try {
       t.rcvBuf.read(out);
       if (t.state === State.CLOSED || t.state === State.TIME_WAIT) {
         t.rcvBuf.releaseIfEmpty();
       } else if (!t.finReceived && t.state !== State.SYN_SENT && t.windowUpdateWanted()) {
         t.ackNow = true;
-        transmit(t, now);
+        transmit(t, t.host.now);
       }
       return out;
-    });
+    } finally {
+      this.#settle(t);
+    }
   }
 
   /**
@@ -227,7 +231,13 @@ export class TcpConnection {
    * stream; we can still read what it sends.
    */
   shutdownWrite(): void {
-    this.#act((t, now) => shutdown(t, now));
+    const t = this.#tcb;
+    t.host.enter();
+    try {
+      shutdown(t, t.host.now);
+    } finally {
+      this.#settle(t);
+    }
   }
 
   /**
@@ -237,49 +247,66 @@ export class TcpConnection {
    * with RST. No-op once closed.
    */
   close(): void {
-    this.#act((t, now) => {
-      const st = t.state;
-      if (st === State.CLOSED || t.orphaned) return;
-      if (st === State.SYN_SENT) {
+    const t = this.#tcb;
+    if (t.state === State.CLOSED || t.orphaned) return;
+    const now = t.host.now;
+    t.host.enter();
+    try {
+      if (t.state === State.SYN_SENT) {
         // RFC 9293 3.10.4: delete the TCB; nothing was sent that needs an answer.
         t.finish();
-        return;
-      }
-      if (t.rcvBuf.readable > 0 || t.rcvBuf.ranges.count > 0) {
+      } else if (t.rcvBuf.readable > 0 || t.rcvBuf.ranges.count > 0) {
         abortNow(t, now);
-        return;
+      } else {
+        t.orphaned = true;
+        shutdown(t, now);
+        if (t.state === State.FIN_WAIT_2) t.lifeAt = now + FIN_WAIT_2_TIMEOUT;
       }
-      t.orphaned = true;
-      shutdown(t, now);
-      if (t.state === State.FIN_WAIT_2) t.lifeAt = now + FIN_WAIT_2_TIMEOUT;
-    });
+    } finally {
+      this.#settle(t);
+    }
   }
 
   /** Resets the connection at once (RFC 9293 3.10.5 ABORT): RST to the peer, buffers dropped. */
   abort(): void {
-    this.#act((t, now) => abortNow(t, now));
+    const t = this.#tcb;
+    t.host.enter();
+    try {
+      abortNow(t, t.host.now);
+    } finally {
+      this.#settle(t);
+    }
   }
 
   /** Turns Nagle's algorithm off (true) or on (false), like TCP_NODELAY. */
   setNoDelay(noDelay = true): void {
-    this.#act((t, now) => {
+    const t = this.#tcb;
+    t.host.enter();
+    try {
       t.noDelay = noDelay;
       // Linux: setting TCP_NODELAY pushes what Nagle was holding back.
-      if (noDelay && canSendData(t.state)) transmit(t, now);
-    });
+      if (noDelay && canSendData(t.state)) transmit(t, t.host.now);
+    } finally {
+      this.#settle(t);
+    }
   }
 
   /** Turns keepalive probes on or off (SO_KEEPALIVE with TCP_KEEPIDLE/INTVL/CNT). */
   setKeepAlive(enable: boolean, options: KeepAliveOptions = {}): void {
-    this.#act((t, now) => {
+    const t = this.#tcb;
+    t.host.enter();
+    try {
       t.keepAlive = enable;
       t.keepIdle = options.idle ?? KEEPALIVE_IDLE;
       t.keepInterval = options.interval ?? KEEPALIVE_INTERVAL;
       t.keepCount = options.count ?? KEEPALIVE_COUNT;
       t.keepProbes = 0;
       const synchronized = t.state !== State.SYN_SENT && t.state !== State.SYN_RECEIVED;
+      const now = t.host.now;
       t.keepAt = enable && synchronized ? Math.max(now, t.lastRecvAt) + t.keepIdle : Infinity;
-    });
+    } finally {
+      this.#settle(t);
+    }
   }
 }
 

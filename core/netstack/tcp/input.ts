@@ -331,6 +331,7 @@ function enterTimeWait(tcb: Tcb, now: number): void {
   tcb.lifeAt = now + TIME_WAIT_DURATION;
   tcb.sendBuf.release();
   tcb.signalClose();
+  tcb.host.timeWait(tcb);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -172,6 +172,8 @@ export class TcpLayer implements Transport {
   readonly #conns = new Map<number, Tcb[]>();
   #count = 0;
   readonly #listeners = new Map<number, TcpListener[]>();
+  /** TCBs in TIME-WAIT, oldest first. */
+  readonly #timeWait = new Set<Tcb>();
   readonly #heap = new TimerHeap<Tcb>();
   readonly #rx = new TcpRepr();
   #now = 0;
@@ -199,6 +201,7 @@ export class TcpLayer implements Transport {
       release: (t) => this.#remove(t),
       acceptRoom: (t) => t.listener === undefined || (t.listener as TcpListener)._acceptRoom(),
       established: (t) => (t.listener as TcpListener | undefined)?._enqueue(t),
+      timeWait: (t) => void this.#timeWait.add(t),
       challengeAckAllowed: (now) => this.#challengeAckAllowed(now),
       enter: () => void this.#depth++,
       leave: () => this.#leave(),
@@ -278,7 +281,21 @@ export class TcpLayer implements Transport {
       this.#count--;
     }
     this.#heap.remove(t);
+    this.#timeWait.delete(t);
     t.listener?._forget(t);
+  }
+
+  /**
+   * Room for one more connection? When the table is full, the oldest TIME-WAIT connection is
+   * given up early, as Linux does beyond tcp_max_tw_buckets: a full table of them must not
+   * lock out new connections.
+   */
+  #roomForOne(): boolean {
+    if (this.#count < this.limits.maxConnections) return true;
+    const oldest = this.#timeWait.values().next();
+    if (oldest.done) return false;
+    oldest.value.finish();
+    return true;
   }
 
   #findListener(local: IpBytes, port: number): TcpListener | undefined {
@@ -376,7 +393,7 @@ export class TcpLayer implements Transport {
       }
       src = s.slice();
     }
-    if (this.#count >= this.limits.maxConnections) {
+    if (!this.#roomForOne()) {
       throw new TcpError("ENOBUFS", "Cannot connect: too many connections");
     }
     let srcPort: number;
@@ -506,7 +523,7 @@ export class TcpLayer implements Transport {
   }
 
   #passiveOpen(now: number, l: TcpListener, src: IpBytes, dst: IpBytes, seg: TcpRepr): void {
-    if (this.#count >= this.limits.maxConnections || !l._hasRoom()) {
+    if (!l._hasRoom() || !this.#roomForOne()) {
       this.stats.synDropped++;
       return;
     }

@@ -172,6 +172,8 @@ export interface TcbHost {
   acceptRoom(tcb: Tcb): boolean;
   /** A passive open completed: queue it on its listener. */
   established(tcb: Tcb): void;
+  /** The TCB entered TIME-WAIT (the layer may reclaim it early when the table is full). */
+  timeWait(tcb: Tcb): void;
   /** RFC 5961 10: may another challenge ACK go out now? */
   challengeAckAllowed(now: number): boolean;
   /** Marks the start and end of work that may send, so re-entrant input waits (see layer). */
