@@ -124,14 +124,28 @@ Deno.test("receiving", async (t) => {
     s.expect([{ ack: irs + 4097, window: 4096 }], "window update");
   });
 
+  await t.step("a reader keeping up causes no window updates", () => {
+    const s = new TcpScript();
+    const { conn, iss, irs } = s.openActive({ ts: false });
+    s.send(100, { flags: "A", seq: irs + 1, ack: iss + 1, data: 1380 });
+    s.send(101, { flags: "A", seq: irs + 1381, ack: iss + 1, data: 1380 });
+    s.expect([{ ack: irs + 2761 }]);
+    conn.read();
+    s.expectNone();
+  });
+
   await t.step("windows we advertise are scaled by our shift", () => {
     const s = new TcpScript();
     const { conn, iss, irs } = s.openActive({ ts: false });
     s.send(100, { flags: "A", seq: irs + 1, ack: iss + 1, data: 1380 });
     s.send(101, { flags: "A", seq: irs + 1381, ack: iss + 1, data: 1380 });
     s.expect([{ ack: irs + 2761, window: (262144 - 2760) >> 3 }]);
-    conn.read();
-    s.expectNone("a reader keeping up causes no window updates");
+    // 5 more bytes, 10 read: too little change to move the edge (SWS), and rounding the
+    // window to units of 8 must not pull the edge back either.
+    s.send(102, { flags: "PA", seq: irs + 2761, ack: iss + 1, data: 5 });
+    conn.read(new Uint8Array(10));
+    s.tick(142);
+    s.expect([{ ack: irs + 2766, window: (262144 - 2765 + 5) >> 3 }]);
   });
 });
 

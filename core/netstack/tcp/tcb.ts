@@ -463,7 +463,12 @@ export class Tcb implements TimerItem {
     const cur = Math.max(0, seqDiff(this.rcvAdvEdge, this.rcvNxt));
     const step = Math.min(this.rcvBuf.capacity >> 1, this.ourMss);
     const wnd = free - cur >= step ? free : Math.min(cur, free);
-    return (wnd >> this.rcvShift) << this.rcvShift;
+    // The field counts units of 2^shift. Rounding down could pull the edge back a few bytes
+    // (a shrinking window, RFC 9293 3.8.6); round up instead when the buffer has that room.
+    const unit = 2 ** this.rcvShift;
+    let scaled = Math.floor(wnd / unit) * unit;
+    if (scaled < cur && scaled + unit <= free) scaled += unit;
+    return scaled;
   }
 
   /**
