@@ -4,6 +4,7 @@
  *
  * {@link Tunnel} brings up the engine and the userspace stack from a wg-quick config:
  * `tunnel.connect()` and `tunnel.listen()` give TCP shaped like `Deno.Conn` / `Deno.Listener`,
+ * `tunnel.resolve()` and `tunnel.fetch()` use the config's `DNS =` through the tunnel,
  * `tunnel.stack.udp` datagrams, `tunnel.ping()` ICMP echo, `tunnel.status()` what `wg show` shows.
  *
  * @example Derive a public key and read a config
@@ -47,3 +48,9 @@ export {
 } from "./core/host/tunnel.ts";
 export { Logger, type LogLevel } from "./core/host/log.ts";
 export { type TunnelConn, type TunnelListener } from "./core/host/net_tcp.ts";
+export {
+  DnsError,
+  DnsNotFoundError,
+  DnsServerFailError,
+  DnsTimeoutError,
+} from "./core/host/dns.ts";

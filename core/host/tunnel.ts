@@ -19,6 +19,8 @@ import { Stack } from "../netstack/stack.ts";
 import { TcpLayer } from "../netstack/tcp/layer.ts";
 import type { TcpLimits } from "../netstack/tcp/tcb.ts";
 import { connectTcp, netAddr, type TunnelConn, TunnelListener } from "./net_tcp.ts";
+import { Resolver } from "./dns.ts";
+import { tunnelFetch } from "./http.ts";
 import { type Logger, silentLogger } from "./log.ts";
 import { Scheduler } from "./scheduler.ts";
 import { UdpTransport } from "./udp.ts";
@@ -65,6 +67,7 @@ export class Tunnel {
   readonly logger: Logger;
   #closed = false;
   #pingSeq = 0;
+  #resolver: Resolver | undefined;
   readonly #pings = new Map<number, () => void>();
 
   private constructor(
@@ -151,11 +154,36 @@ export class Tunnel {
     return this.scheduler.now();
   }
 
-  /** An IP address, or a name resolved through the tunnel's DNS. */
+  /**
+   * Resolves a name through the config's `DNS =` servers, over the tunnel (the host resolver is
+   * never asked). IPv4 addresses first; `family` restricts to one.
+   */
+  async resolve(hostname: string, options: { family?: 0 | 4 | 6 } = {}): Promise<string[]> {
+    return (await this.#lookupAll(hostname, options.family ?? 0)).map(formatIP);
+  }
+
+  /** An IP address, or the first address of a name resolved through the tunnel's DNS. */
   async lookup(hostname: string): Promise<IpBytes> {
     const literal = parseIP(hostname);
     if (literal) return literal;
-    throw new Deno.errors.NotFound(`cannot resolve ${hostname}: name resolution is not set up`);
+    return (await this.#lookupAll(hostname, 0))[0]!;
+  }
+
+  async #lookupAll(hostname: string, family: 0 | 4 | 6): Promise<IpBytes[]> {
+    if (this.config.interface.dns.servers.length === 0 && !parseIP(hostname)) {
+      throw new Deno.errors.NotFound(`Cannot resolve ${hostname}: the config has no DNS servers`);
+    }
+    this.#resolver ??= Resolver.forTunnel(this);
+    return (await this.#resolver.resolve(hostname, { family })).addresses;
+  }
+
+  /** `fetch` through the tunnel (http: only), names resolved through the tunnel's DNS. */
+  fetch(input: string | URL | Request, init?: RequestInit): Promise<Response> {
+    return tunnelFetch(
+      (hostname, port, signal) => this.connect({ hostname, port, signal }),
+      input,
+      init,
+    );
   }
 
   /** Opens a TCP connection through the tunnel (like `Deno.connect`). */

@@ -29,6 +29,8 @@ export interface PairOptions {
   /** Where our tunnel sends its UDP (default: wireguard-go's address); e.g. a fault relay. */
   endpointFor?: (wgEndpoint: string) => string;
   tunnel?: TunnelOptions;
+  /** Extra lines for our [Interface] section, e.g. `DNS = 10.77.0.1, wg.test`. */
+  interfaceExtra?: string;
 }
 
 export async function withPair(
@@ -51,6 +53,7 @@ export async function withPair(
 PrivateKey = ${ourPrivate}
 Address = 10.77.0.2/32, fd77::2/128
 MTU = ${PAIR_MTU}
+${opts.interfaceExtra ?? ""}
 
 [Peer]
 PublicKey = ${wg.publicKey}
