@@ -166,3 +166,87 @@ Deno.test("TCP end to end, 4 MiB", async (t) => {
     assert.ok(p.net.stats.queueDrops > 0, "congestion losses happened");
   });
 });
+
+/**
+ * Echo servers that stop reading while their replies do not fit (as a blocking echo does):
+ * windows close and reopen in both directions on every connection, over a congested, lossy
+ * link. Every byte must come back in order.
+ */
+Deno.test("TCP end to end: 24 concurrent echo connections over a congested, lossy link", async () => {
+  const p = makePair(
+    { delay: 8, loss: 0.01, reorder: 0.02, reorderDelay: 10, rate: 2500, queueLimit: 40, seed: 12 },
+    false,
+    { sendBuffer: 32 * 1024, receiveBuffer: 32 * 1024 },
+  );
+  const listener = p.b.listen({ port: 7 });
+  listener.onAccept = () => {
+    for (let c = listener.accept(); c; c = listener.accept()) {
+      const conn = c;
+      let pending: Uint8Array = new Uint8Array(0);
+      const pump = () => {
+        for (;;) {
+          if (pending.length > 0) {
+            const n = conn.write(pending);
+            pending = pending.subarray(n);
+            if (pending.length > 0) return; // wait for onWritable; stop reading meanwhile
+          }
+          const got = conn.read(new Uint8Array(8192));
+          if (got.length === 0) break;
+          pending = got;
+        }
+        if (conn.readableEnded && pending.length === 0) conn.close();
+      };
+      conn.onReadable = pump;
+      conn.onWritable = pump;
+      conn.onEnd = pump;
+      pump();
+    }
+  };
+  const SIZE = 256 * 1024;
+  const clients = Array.from({ length: 24 }, (_, i) => {
+    const data = testData(SIZE, 1000 + i);
+    const conn = p.a.connect(p.net.now, { dst: p.addrB, dstPort: 7 });
+    const back: Uint8Array[] = [];
+    let written = 0, received = 0, closed = false, error: string | undefined;
+    const pump = () => {
+      while (written < SIZE) {
+        const n = conn.write(data.subarray(written, Math.min(SIZE, written + 4096)));
+        if (n === 0) break;
+        written += n;
+      }
+      if (written === SIZE && conn.state === "ESTABLISHED") conn.shutdownWrite();
+    };
+    const drain = () => {
+      for (let got = conn.read(); got.length > 0; got = conn.read()) {
+        back.push(got);
+        received += got.length;
+      }
+      if (conn.readableEnded) conn.close();
+    };
+    conn.onOpen = pump;
+    conn.onWritable = pump;
+    conn.onReadable = drain;
+    conn.onEnd = drain;
+    conn.onClose = (e) => {
+      closed = true;
+      error = e?.code;
+    };
+    return { data, back, received: () => received, closed: () => closed, error: () => error };
+  });
+  const finished = p.net.run(() => clients.every((c) => c.closed()), 3_600_000);
+  assert.ok(finished, `not all closed: ${clients.filter((c) => !c.closed()).length} open`);
+  for (const [i, c] of clients.entries()) {
+    assert.equal(c.error(), undefined, `client ${i}`);
+    assert.equal(c.received(), SIZE, `client ${i} length`);
+    const got = new Uint8Array(SIZE);
+    let o = 0;
+    for (const b of c.back) {
+      got.set(b, o);
+      o += b.length;
+    }
+    assert.equal(await sha256(got), await sha256(c.data), `client ${i} SHA-256`);
+  }
+  assert.ok(p.net.stats.queueDrops + p.net.stats.lost > 0);
+  p.net.advance(p.net.now + 61_000);
+  assert.equal(p.a.connectionCount + p.b.connectionCount, 0);
+});
