@@ -254,10 +254,14 @@ Deno.test("passive open", async (t) => {
 
   await t.step("a SYN without options gets a SYN-ACK without them (RFC 7323, RFC 2018)", () => {
     const s = new TcpScript();
-    s.tcp.listen({ port: 8080 });
+    const l = s.tcp.listen({ port: 8080 });
     s.localPort = 8080;
     s.send(0, { flags: "S", seq: 500, mss: 1000 });
-    s.expect([{ flags: "SA", mss: 1380, ws: null, sackPerm: false, ts: null }]);
+    const [sa] = s.expect([{ flags: "SA", mss: 1380, ws: null, sackPerm: false, ts: null }]);
+    s.send(25, { flags: "A", seq: 501, ack: sa!.seq + 1 });
+    const conn = l.accept()!;
+    assert.equal(conn.info.srtt, 25, "RTT from the SYN-ACK, sent once");
+    assert.equal(conn.info.mss, 1000);
   });
 
   await t.step(

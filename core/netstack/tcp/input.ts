@@ -65,6 +65,10 @@ export function openFromListen(tcb: Tcb, now: number, seg: TcpRepr): void {
   sendSyn(tcb, now);
   tcb.sndUnaOff = -1;
   tcb.sndNxtOff = 0;
+  // Time the SYN-ACK (RFC 6298 3): its ACK gives the first RTT sample when there are no
+  // timestamps, unless it has to be sent again.
+  tcb.rttOff = 0;
+  tcb.rttStart = now;
   tcb.rtxKind = RtxKind.RETRANSMIT;
   tcb.rtxAt = now + tcb.rtt.rto;
 }
@@ -201,8 +205,11 @@ function synchronized(tcb: Tcb, now: number, seg: TcpRepr): void {
 
   if (syn && tcb.state === State.SYN_RECEIVED && seq === tcb.irs) {
     if (!(f & ACK)) {
-      // The peer's SYN again: our SYN-ACK was lost. Send it again.
-      if (!(f & RST)) sendSyn(tcb, now);
+      // The peer's SYN again: our SYN-ACK was lost. Send it again (and, Karn, stop timing).
+      if (!(f & RST)) {
+        tcb.rttOff = -1;
+        sendSyn(tcb, now);
+      }
       return;
     }
     // A SYN-ACK in a simultaneous open: its SYN is the one we have; take the rest.

@@ -62,6 +62,7 @@ function retransmitTimeout(tcb: Tcb, now: number): void {
     tcb.rtt.backoff();
     host.stats.timeouts++;
     host.stats.retransmits++;
+    tcb.rttOff = -1; // RFC 6298 3 (Karn)
     sendSyn(tcb, now);
     tcb.rtxKind = RtxKind.RETRANSMIT;
     tcb.rtxAt = now + tcb.rtt.rto;
