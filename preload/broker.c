@@ -205,3 +205,71 @@ int wg_resolve(int fd, struct wg_sock *s, int block) {
   }
   return 0;
 }
+
+/* Waits for a reply, retrying a wait a signal interrupted (these requests are answered at once,
+ * or, for RESOLVE/QUERY, within the broker's own DNS timeouts). */
+static int recv_reply(int u, struct wgp_reply *rep) {
+  for (;;) {
+    if (wg_broker_recv(u, rep, 1) == 0) return 0;
+    if (errno != EINTR) return -1;
+  }
+}
+
+void wg_broker_hello(void) {
+  if (!wg_cfg.active || wg_cfg.broken) return;
+  int u = wg_broker_open();
+  if (u < 0) {
+    wg_debug("hello: cannot reach the broker: %s", strerror(errno));
+    return;
+  }
+  struct wgp_request req;
+  wg_request_init(&req, WGP_OP_HELLO, 0, WGP_FAMILY_NONE);
+  req.arg = (uint32_t)syscall(SYS_getpid);
+  struct wgp_reply rep;
+  if (wg_broker_send(u, &req) != 0 || recv_reply(u, &rep) != 0) {
+    wg_debug("hello: no answer from the broker: %s", strerror(errno));
+  } else if (rep.status == WGP_ST_AUTH) {
+    wg_warn("the broker refused our secret");
+  }
+  sys_close(u);
+}
+
+int wg_broker_service(uint8_t op, uint8_t family, const void *req_body, uint32_t len,
+                      uint8_t *body, size_t cap, size_t *body_len) {
+  *body_len = 0;
+  int u = wg_broker_open();
+  if (u < 0) return -1;
+  struct wgp_request req;
+  wg_request_init(&req, op, 0, family);
+  req.arg = len;
+  struct wgp_reply rep;
+  if (wg_broker_send(u, &req) != 0 || wg_send_all(u, req_body, len) != 0 ||
+      recv_reply(u, &rep) != 0) {
+    int e = errno;
+    sys_close(u);
+    errno = e;
+    return -1;
+  }
+  if (rep.status != WGP_OK) {
+    if (rep.status == WGP_ST_AUTH) wg_warn("the broker refused our secret");
+    sys_close(u);
+    return rep.status;
+  }
+  size_t n = rep.arg;
+  size_t take = n < cap ? n : cap;
+  if (wg_recv_all(u, body, take) != 0) {
+    sys_close(u);
+    errno = EPROTO;
+    return -1;
+  }
+  /* What does not fit is read and dropped, so the broker's write never fails. */
+  for (size_t left = n - take; left > 0;) {
+    uint8_t scratch[512];
+    size_t piece = left < sizeof scratch ? left : sizeof scratch;
+    if (wg_recv_all(u, scratch, piece) != 0) break;
+    left -= piece;
+  }
+  sys_close(u);
+  *body_len = n;
+  return WGP_OK;
+}

@@ -164,3 +164,93 @@ enum wg_decision wg_route(const struct wg_config *cfg, uint8_t family, const uin
   if (best >= 0) return excluded ? WG_PASS : WG_TUNNEL; /* an exclusion is a host route */
   return cfg->kill_switch ? WG_DENY : WG_PASS;
 }
+
+/* ---- name resolution ---- */
+
+struct wg_dns wg_dns;
+
+/* resolv.conf: "nameserver ADDR" lines (an IPv6 zone "%eth0" is dropped); the rest is ignored. */
+static void parse_resolv_conf(struct wg_dns *d, const char *text) {
+  while (text && *text) {
+    const char *eol = strchr(text, '\n');
+    size_t n = eol ? (size_t)(eol - text) : strlen(text);
+    char line[256];
+    if (n < sizeof line) {
+      memcpy(line, text, n);
+      line[n] = 0;
+      char *p = line;
+      while (*p == ' ' || *p == '\t') p++;
+      if (strncmp(p, "nameserver", 10) == 0 && (p[10] == ' ' || p[10] == '\t')) {
+        p += 10;
+        while (*p == ' ' || *p == '\t') p++;
+        char *end = p;
+        while (*end && *end != ' ' && *end != '\t' && *end != '\r' && *end != '%' &&
+               *end != '#' && *end != ';') {
+          end++;
+        }
+        *end = 0;
+        if (d->nresolv < WG_MAX_DNS && strchr(p, '/') == NULL &&
+            wg_prefix_parse(p, 0, &d->resolv[d->nresolv]) == 0) {
+          d->nresolv++;
+        }
+      }
+    }
+    text += n;
+    if (*text == '\n') text++;
+  }
+}
+
+void wg_dns_parse(struct wg_dns *d, const char *servers, const char *search,
+                  const char *resolv_conf) {
+  memset(d, 0, sizeof *d);
+  if (!servers || !*servers) return;
+  d->active = 1;
+  if (parse_list(servers, 0, d->servers, WG_MAX_DNS, &d->nservers) != 0 || d->nservers == 0) {
+    d->broken = 1;
+    return;
+  }
+  for (int i = 0; i < d->nservers; i++) {
+    /* Addresses, not prefixes. */
+    if (d->servers[i].bits != (d->servers[i].family == WGP_FAMILY_V4 ? 32 : 128)) {
+      d->broken = 1;
+      return;
+    }
+  }
+  while (search && *search) {
+    const char *comma = strchr(search, ',');
+    size_t n = comma ? (size_t)(comma - search) : strlen(search);
+    if (n > 0 && n <= WG_MAX_SEARCH_LEN && d->nsearch < WG_MAX_SEARCH) {
+      memcpy(d->search[d->nsearch], search, n);
+      d->search[d->nsearch][n] = 0;
+      d->nsearch++;
+    }
+    search += n;
+    if (*search == ',') search++;
+  }
+  parse_resolv_conf(d, resolv_conf);
+}
+
+static int same_addr(const struct wg_prefix *p, uint8_t family, const uint8_t addr[16]) {
+  return p->family == family && memcmp(p->addr, addr, addr_len(family)) == 0;
+}
+
+int wg_dns_redirect(const struct wg_dns *d, uint8_t *family, struct wgp_endpoint *ep) {
+  if (!d->active || d->broken || d->nservers == 0 || ep->port != 53) return 0;
+  for (int i = 0; i < d->nservers; i++) {
+    if (same_addr(&d->servers[i], *family, ep->addr)) return 0; /* already the tunnel's */
+  }
+  int hit = 0;
+  for (int i = 0; i < d->nresolv && !hit; i++) hit = same_addr(&d->resolv[i], *family, ep->addr);
+  if (!hit) return 0;
+  const struct wg_prefix *to = &d->servers[0];
+  for (int i = 0; i < d->nservers; i++) {
+    if (d->servers[i].family == *family) {
+      to = &d->servers[i];
+      break;
+    }
+  }
+  *family = to->family;
+  memset(ep->addr, 0, sizeof ep->addr);
+  memcpy(ep->addr, to->addr, addr_len(to->family));
+  return 1;
+}

@@ -217,7 +217,12 @@ static int connect_fresh(int fd, const struct sockaddr *addr, socklen_t len) {
   struct wgp_endpoint ep;
   int mapped;
   if (wg_sockaddr_parse(addr, len, &family, &ep, &mapped) != 0) return pass(fd, addr, len);
+  /* A query to the host's nameserver goes to the tunnel's instead (dns.c). */
+  uint8_t shown_family = family;
+  struct wgp_endpoint shown = ep;
+  int redirected = wg_dns_redirect(&wg_dns, &family, &ep);
   enum wg_decision d = wg_route(&wg_cfg, family, ep.addr);
+  if (redirected && d != WG_TUNNEL) return fail(ENETUNREACH); /* never to the host's server */
   if (d == WG_PASS) return pass(fd, addr, len);
 
   int domain, type, protocol;
@@ -239,7 +244,17 @@ static int connect_fresh(int fd, const struct sockaddr *addr, socklen_t len) {
     socklen_t pl = sizeof peer;
     if (sys_getpeername(fd, (struct sockaddr *)&peer, &pl) == 0) return fail(EISCONN);
     if (int_opt(fd, SOL_SOCKET, SO_ACCEPTCONN)) return fail(EISCONN);
-    return tcp_connect(fd, domain, NULL, family, &ep);
+    int r = tcp_connect(fd, domain, NULL, family, &ep);
+    if (redirected) {
+      int e = errno;
+      struct wg_sock *s = wg_get(fd);
+      if (s) {
+        wg_dns_mark(s, family, &ep, shown_family, &shown);
+        wg_put(s);
+      }
+      errno = e;
+    }
+    return r;
   }
   if (type == SOCK_DGRAM && (protocol == IPPROTO_UDP || protocol == 0)) {
     return wg_udp_connect(fd, NULL, addr, len);

@@ -6,6 +6,7 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,9 +25,24 @@ static void init_body(void) {
     wg_warn("the WRAPGUARD_* environment is incomplete or malformed; denying all non-local "
             "network access");
   }
-  wg_debug("init: active=%d kill_switch=%d routes=%d addresses=%d", wg_cfg.active,
-           wg_cfg.kill_switch, wg_cfg.nroutes, wg_cfg.naddresses);
+  if (wg_cfg.active) {
+    static char resolv[8192];
+    const char *text = wg_read_file("/etc/resolv.conf", resolv, sizeof resolv) >= 0 ? resolv : "";
+    wg_dns_parse(&wg_dns, getenv("WRAPGUARD_DNS"), getenv("WRAPGUARD_DNS_SEARCH"), text);
+    if (wg_cfg.broken && wg_dns.active) wg_dns.broken = 1;
+    if (wg_dns.broken) {
+      wg_warn("WRAPGUARD_DNS is malformed; name lookups will fail");
+    }
+    if (wg_dns.active) wg_dns_init();
+  }
+  wg_debug("init: active=%d kill_switch=%d routes=%d addresses=%d dns=%d resolv=%d",
+           wg_cfg.active, wg_cfg.kill_switch, wg_cfg.nroutes, wg_cfg.naddresses,
+           wg_dns.nservers, wg_dns.nresolv);
   __atomic_store_n(&wg_inited, 1, __ATOMIC_RELEASE);
+  /* After the table is usable: HELLO is the launcher's proof that we are loaded (asked for by
+   * `wrapguard run`, not by every user of the broker). */
+  const char *hello = getenv("WRAPGUARD_HELLO");
+  if (hello && strcmp(hello, "1") == 0) wg_broker_hello();
 }
 
 void wg_init_slow(void) {
@@ -102,6 +118,22 @@ long sys_sendmsg(int fd, const struct msghdr *msg, int flags) {
 long sys_recvmsg(int fd, struct msghdr *msg, int flags) {
   return syscall(SYS_recvmsg, fd, msg, flags);
 }
+long wg_read_file(const char *path, char *buf, size_t cap) {
+  if (cap == 0) return -1;
+  int fd = (int)syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  size_t have = 0;
+  while (have < cap - 1) {
+    long r = syscall(SYS_read, fd, buf + have, cap - 1 - have);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    have += (size_t)r;
+  }
+  syscall(SYS_close, fd);
+  buf[have] = 0;
+  return (long)have;
+}
+
 long sys_getpeername(int fd, struct sockaddr *addr, socklen_t *len) {
   return syscall(SYS_getpeername, fd, addr, len);
 }

@@ -23,6 +23,7 @@ static int name_of(int fd, struct wg_sock *s, int peer, struct sockaddr *addr, s
   int connected = s->state == WG_S_CONNECTED || (s->type == SOCK_DGRAM && s->has_remote);
   struct wgp_endpoint ep = peer ? s->remote : s->local;
   uint8_t family = peer ? s->remote_family : s->family;
+  if (peer) wg_dns_shown(s, &family, &ep);
   pthread_mutex_unlock(&s->lock);
   if (peer && !connected) {
     errno = ENOTCONN;

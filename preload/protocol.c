@@ -58,15 +58,26 @@ static int endpoint_is_zero(const struct wgp_endpoint *e) {
  * refuses) and the decoder. */
 static int check_request(const struct wgp_request *r) {
   if (r->op < 1 || r->op > WGP_OP_MAX) return WGP_E_OP;
-  if (r->proto != WGP_PROTO_TCP && r->proto != WGP_PROTO_UDP) return WGP_E_PROTO;
-  /* UDP sockets only ever use WGP_OP_UDP (binding and connecting one are the interposer's
-   * business); every other op is TCP. */
-  if ((r->op == WGP_OP_UDP) != (r->proto == WGP_PROTO_UDP)) return WGP_E_PROTO;
+  int service = WGP_OP_IS_SERVICE(r->op);
+  if (service) {
+    /* No socket behind a service op: no protocol. */
+    if (r->proto != 0) return WGP_E_PROTO;
+  } else {
+    if (r->proto != WGP_PROTO_TCP && r->proto != WGP_PROTO_UDP) return WGP_E_PROTO;
+    /* UDP sockets only ever use WGP_OP_UDP (binding and connecting one are the interposer's
+     * business); every other socket op is TCP. */
+    if ((r->op == WGP_OP_UDP) != (r->proto == WGP_PROTO_UDP)) return WGP_E_PROTO;
+  }
   if (r->family != WGP_FAMILY_V4 && r->family != WGP_FAMILY_V6) {
-    /* Only ACCEPT names nothing but a connection id. */
-    if (!(r->op == WGP_OP_ACCEPT && r->family == WGP_FAMILY_NONE)) return WGP_E_FAMILY;
+    /* Family none: ACCEPT names nothing but a connection id; HELLO and QUERY name no address;
+     * RESOLVE asks for both families. */
+    int none_ok = r->op == WGP_OP_ACCEPT || service;
+    if (!(none_ok && r->family == WGP_FAMILY_NONE)) return WGP_E_FAMILY;
+  } else if (r->op == WGP_OP_HELLO || r->op == WGP_OP_QUERY) {
+    return WGP_E_FAMILY;
   }
   if (r->flags & ~WGP_FLAGS_KNOWN) return WGP_E_FLAGS;
+  if (service && r->flags != 0) return WGP_E_FLAGS;
   if (r->padding > WGP_MAX_PADDING) return WGP_E_PADDING;
   if (r->padding != 0 && !(r->op == WGP_OP_CONNECT && r->proto == WGP_PROTO_TCP)) {
     return WGP_E_PADDING;
@@ -75,12 +86,19 @@ static int check_request(const struct wgp_request *r) {
   if (err) return err;
   err = check_endpoint(r->family, r->remote.addr, r->remote.port);
   if (err) return err;
-  /* Only CONNECT and LOOKUP name a remote endpoint. */
+  /* Only CONNECT and LOOKUP name a remote endpoint; service ops name none at all. */
   if (r->op != WGP_OP_CONNECT && r->op != WGP_OP_LOOKUP && !endpoint_is_zero(&r->remote)) {
     return WGP_E_RESERVED;
   }
+  if (service && !endpoint_is_zero(&r->local)) return WGP_E_RESERVED;
   if (!all_zero(r->tag, WGP_TAG_LEN)) return WGP_E_RESERVED;
-  if (r->op != WGP_OP_LISTEN && r->op != WGP_OP_ACCEPT && r->arg != 0) return WGP_E_RESERVED;
+  if (r->op != WGP_OP_LISTEN && r->op != WGP_OP_ACCEPT && !service && r->arg != 0) {
+    return WGP_E_RESERVED;
+  }
+  if (r->op == WGP_OP_RESOLVE && (r->arg < 1 || r->arg > WGP_MAX_NAME)) return WGP_E_LENGTH;
+  if (r->op == WGP_OP_QUERY && (r->arg < WGP_MIN_DNS_MESSAGE || r->arg > WGP_MAX_DNS_MESSAGE)) {
+    return WGP_E_LENGTH;
+  }
   return 0;
 }
 
@@ -192,6 +210,34 @@ int wgp_decode_frame(const uint8_t *in, size_t len, struct wgp_frame *f) {
   return check_frame(f);
 }
 
+int wgp_decode_resolve_body(const uint8_t *in, size_t len, struct wgp_resolved *out) {
+  memset(out, 0, sizeof *out);
+  if (len < 1) return WGP_E_SHORT;
+  size_t n = in[0];
+  if (n > WGP_MAX_NAME) return WGP_E_LENGTH;
+  if (1 + n > len) return WGP_E_SHORT;
+  for (size_t i = 0; i < n; i++) {
+    /* A host name as text: printable ASCII without spaces. */
+    if (in[1 + i] <= 0x20 || in[1 + i] >= 0x7f) return WGP_E_RESERVED;
+  }
+  size_t rest = len - 1 - n;
+  if (rest % WGP_RESOLVE_ENTRY_LEN != 0) return WGP_E_LENGTH;
+  size_t count = rest / WGP_RESOLVE_ENTRY_LEN;
+  if (count > WGP_MAX_ADDRESSES) return WGP_E_LENGTH;
+  memcpy(out->canon, in + 1, n);
+  out->canon[n] = 0;
+  const uint8_t *e = in + 1 + n;
+  for (size_t i = 0; i < count; i++, e += WGP_RESOLVE_ENTRY_LEN) {
+    if (e[0] != WGP_FAMILY_V4 && e[0] != WGP_FAMILY_V6) return WGP_E_FAMILY;
+    int err = check_endpoint(e[0], e + 1, 0);
+    if (err) return err;
+    out->family[i] = e[0];
+    memcpy(out->addr[i], e + 1, 16);
+  }
+  out->count = count;
+  return 0;
+}
+
 int wgp_status_errno(uint8_t status) {
   switch (status) {
   case WGP_OK: return 0;
@@ -209,6 +255,10 @@ int wgp_status_errno(uint8_t status) {
   case WGP_ST_NOENT: return ECONNABORTED;
   case WGP_ST_ACCES: return EACCES;
   case WGP_ST_PROHIBITED: return EHOSTUNREACH;
+  case WGP_ST_NOTFOUND: return ENOENT;
+  case WGP_ST_NODATA: return ENODATA;
+  case WGP_ST_AGAIN: return EAGAIN;
+  case WGP_ST_NODNS: return ENOSYS;
   default: return EPROTO;
   }
 }
@@ -217,7 +267,7 @@ const char *wgp_status_name(uint8_t status) {
   static const char *const names[] = {
       "ok", "auth", "badreq", "connrefused", "timedout", "netunreach", "hostunreach",
       "addrinuse", "addrnotavail", "connreset", "nobufs", "afnosupport", "noent", "acces",
-      "prohibited",
+      "prohibited", "notfound", "nodata", "again", "nodns",
   };
   return status <= WGP_STATUS_MAX ? names[status] : "?";
 }
@@ -236,6 +286,7 @@ const char *wgp_error_name(int err) {
   case WGP_E_PADDING: return "padding";
   case WGP_E_RESERVED: return "reserved";
   case WGP_E_STATUS: return "status";
+  case WGP_E_LENGTH: return "length";
   default: return "?";
   }
 }

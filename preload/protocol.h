@@ -75,8 +75,23 @@ enum wgp_op {
   WGP_OP_ACCEPT = 4,  /* take the connection named by `arg` from a notice */
   WGP_OP_UDP = 5,     /* an unconnected UDP socket: frames carry each datagram's peer */
   WGP_OP_LOOKUP = 6,  /* on a RELAY listener's channel: which tunnel peer is this loopback peer? */
+  /* Service ops: no socket behind them, proto 0, no endpoints, `arg` bytes of body follow. */
+  WGP_OP_HELLO = 7,   /* a process loaded the library (arg: its pid); no body */
+  WGP_OP_RESOLVE = 8, /* a host name (arg: its length) -> addresses, through the tunnel's DNS */
+  WGP_OP_QUERY = 9,   /* a DNS message (arg: its length) -> the DNS server's response */
 };
-#define WGP_OP_MAX 6
+#define WGP_OP_MAX 9
+/* True for the ops that ask the broker for a service rather than a socket. */
+#define WGP_OP_IS_SERVICE(op) ((op) >= WGP_OP_HELLO && (op) <= WGP_OP_QUERY)
+/* Longest name RESOLVE carries (RFC 1035 2.3.4: 255 octets on the wire, so 253 as text, plus a
+ * final dot), and the shortest and longest DNS message QUERY carries. */
+#define WGP_MAX_NAME 254u
+#define WGP_MIN_DNS_MESSAGE 12u
+#define WGP_MAX_DNS_MESSAGE 65535u
+/* Most addresses a RESOLVE reply lists. */
+#define WGP_MAX_ADDRESSES 32u
+/* One address in a RESOLVE reply body: family byte, then 16 address bytes. */
+#define WGP_RESOLVE_ENTRY_LEN 17u
 
 enum wgp_proto { WGP_PROTO_TCP = 6, WGP_PROTO_UDP = 17 };
 
@@ -109,8 +124,13 @@ enum wgp_status {
   WGP_ST_NOENT = 12,        /* ACCEPT of an unknown or taken connection -> ECONNABORTED */
   WGP_ST_ACCES = 13,        /* forbidden by policy                     -> EACCES */
   WGP_ST_PROHIBITED = 14,   /* ICMP administratively prohibited        -> EHOSTUNREACH */
+  /* Name resolution (RESOLVE, QUERY); dns.c turns them into EAI_* and h_errno values. */
+  WGP_ST_NOTFOUND = 15, /* NXDOMAIN                               -> EAI_NONAME, HOST_NOT_FOUND */
+  WGP_ST_NODATA = 16,   /* the name has no address of that family -> EAI_NODATA, NO_DATA */
+  WGP_ST_AGAIN = 17,    /* no answer in time, or SERVFAIL           -> EAI_AGAIN, TRY_AGAIN */
+  WGP_ST_NODNS = 18,    /* the tunnel has no DNS server (no `DNS =`) -> EAI_FAIL, NO_RECOVERY */
 };
-#define WGP_STATUS_MAX 14
+#define WGP_STATUS_MAX 18
 
 /* One endpoint. `addr` holds 4 bytes (then 12 zero bytes) for IPv4, 16 for IPv6. */
 struct wgp_endpoint {
@@ -158,7 +178,19 @@ enum wgp_error {
   WGP_E_PADDING = -9,  /* more filler than WGP_MAX_PADDING, or filler where none is allowed */
   WGP_E_RESERVED = -10,/* a reserved field is not zero */
   WGP_E_STATUS = -11,  /* unknown status */
+  WGP_E_LENGTH = -12,  /* a service op's body length out of range */
 };
+
+/* A RESOLVE reply's body: the canonical name's length (1 byte) and text, then for each address a
+ * family byte (4 or 6) and a 16-byte address field. */
+struct wgp_resolved {
+  char canon[WGP_MAX_NAME + 1]; /* NUL-terminated; empty when the broker named none */
+  size_t count;
+  uint8_t family[WGP_MAX_ADDRESSES];
+  uint8_t addr[WGP_MAX_ADDRESSES][16];
+};
+/* Returns 0 and fills `out`, or a negative wgp_error (short, length, family, addr, reserved). */
+int wgp_decode_resolve_body(const uint8_t *in, size_t len, struct wgp_resolved *out);
 
 /* Writes exactly WGP_REQUEST_LEN bytes; returns 0, or a wgp_error for a request no decoder
  * would accept (nothing useful is written then). */

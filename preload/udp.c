@@ -133,6 +133,9 @@ int wg_udp_connect(int fd, struct wg_sock *s, const struct sockaddr *addr, sockl
   struct wgp_endpoint ep;
   int mapped;
   if (wg_sockaddr_parse(addr, len, &family, &ep, &mapped) != 0) return -1;
+  uint8_t shown_family = family;
+  struct wgp_endpoint shown = ep;
+  int redirected = wg_dns_redirect(&wg_dns, &family, &ep);
   enum wg_decision d = wg_route(&wg_cfg, family, ep.addr);
   /* An associated socket has no kernel socket any more: it can only reach the tunnel. */
   if (d != WG_TUNNEL) return fail(ENETUNREACH);
@@ -154,6 +157,7 @@ int wg_udp_connect(int fd, struct wg_sock *s, const struct sockaddr *addr, sockl
     s->has_remote = 1;
     s->remote_family = family;
     pthread_mutex_unlock(&s->lock);
+    if (redirected) wg_dns_mark(s, family, &ep, shown_family, &shown);
   }
   if (fresh) wg_put(fresh);
   return r;
@@ -267,6 +271,9 @@ ssize_t wg_udp_recv(int fd, struct wg_sock *s, struct msghdr *msg, int flags) {
     }
     if (msg->msg_name) {
       struct sockaddr_storage ss;
+      pthread_mutex_lock(&s->lock);
+      wg_dns_shown(s, &f.family, &f.peer);
+      pthread_mutex_unlock(&s->lock);
       socklen_t full = wg_sockaddr_build(s->domain, f.family, &f.peer, &ss);
       wg_sockaddr_copy_out(&ss, full, msg->msg_name, &msg->msg_namelen);
     }
@@ -320,10 +327,14 @@ ssize_t wg_udp_send(int fd, struct wg_sock *s, const struct msghdr *msg, int fla
     int mapped;
     if (sa->sa_family == AF_UNSPEC) goto connected;
     if (wg_sockaddr_parse(sa, msg->msg_namelen, &f.family, &f.peer, &mapped) != 0) return -1;
+    uint8_t shown_family = f.family;
+    struct wgp_endpoint shown = f.peer;
+    int redirected = wg_dns_redirect(&wg_dns, &f.family, &f.peer);
     if (!family_allowed(s, sa->sa_family, f.family)) {
       return fail(s->domain == AF_INET ? EAFNOSUPPORT : ENETUNREACH);
     }
     if (wg_route(&wg_cfg, f.family, f.peer.addr) != WG_TUNNEL) return fail(ENETUNREACH);
+    if (redirected) wg_dns_mark(s, f.family, &f.peer, shown_family, &shown);
   } else {
   connected:
     pthread_mutex_lock(&s->lock);
@@ -363,7 +374,9 @@ int wg_udp_send_fresh(int fd, const struct msghdr *msg, int flags, ssize_t *resu
   struct wgp_endpoint ep;
   int mapped;
   if (wg_sockaddr_parse(sa, msg->msg_namelen, &family, &ep, &mapped) != 0) return 0;
+  int redirected = wg_dns_redirect(&wg_dns, &family, &ep);
   enum wg_decision d = wg_route(&wg_cfg, family, ep.addr);
+  if (redirected && d != WG_TUNNEL) d = WG_DENY; /* never to the host's nameserver */
   if (d == WG_PASS) return 0;
   int type = 0, domain = socket_domain(fd);
   socklen_t l = sizeof type;

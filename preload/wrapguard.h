@@ -61,6 +61,34 @@ struct wg_config {
 
 WG_HIDDEN extern struct wg_config wg_cfg;
 
+/* Name resolution (dns.c hooks; parsing and the redirect decision are pure, in config.c). */
+#define WG_MAX_DNS 8
+#define WG_MAX_SEARCH 6
+#define WG_MAX_SEARCH_LEN 254
+
+struct wg_dns {
+  int active; /* WRAPGUARD_DNS names servers: every lookup goes to the broker */
+  int broken; /* WRAPGUARD_DNS is set but unusable: lookups fail (never the host's resolver) */
+  struct wg_prefix servers[WG_MAX_DNS]; /* the tunnel's DNS = servers (bits unused) */
+  int nservers;
+  char search[WG_MAX_SEARCH][WG_MAX_SEARCH_LEN + 1];
+  int nsearch;
+  /* The nameservers of /etc/resolv.conf: what programs with their own resolver (dig, c-ares)
+   * send to on port 53. Their queries are redirected to servers[]. */
+  struct wg_prefix resolv[WG_MAX_DNS];
+  int nresolv;
+};
+
+WG_HIDDEN extern struct wg_dns wg_dns;
+
+/* Parses WRAPGUARD_DNS (comma-separated addresses), WRAPGUARD_DNS_SEARCH (comma-separated
+ * domains) and the text of resolv.conf (may be NULL). Without `servers` the result is inactive. */
+WG_HIDDEN void wg_dns_parse(struct wg_dns *d, const char *servers, const char *search,
+                            const char *resolv_conf);
+/* When (family, ep) is port 53 of a resolv.conf nameserver, rewrites it to the tunnel DNS server
+ * (of the same family if there is one) and returns 1; otherwise 0 and leaves it alone. */
+WG_HIDDEN int wg_dns_redirect(const struct wg_dns *d, uint8_t *family, struct wgp_endpoint *ep);
+
 /* Parses the WRAPGUARD_* variables (given explicitly so that tests need no environment). */
 WG_HIDDEN void wg_config_parse(struct wg_config *cfg, const char *dir, const char *secret,
                                const char *routes, const char *addresses, const char *kill,
@@ -161,6 +189,11 @@ struct wg_sock {
   uint16_t relay_port; /* WG_S_RELAY: the port it listens on */
   dev_t dev; /* identity of the Unix socket behind the fd, to notice fd reuse we did not see */
   ino_t ino;
+  /* A DNS query to a resolv.conf nameserver sent to the tunnel's server instead (dns.c): the
+   * program keeps seeing the address it asked for as the peer. */
+  int dns_redirected;
+  uint8_t dns_real_family, dns_shown_family;
+  struct wgp_endpoint dns_real, dns_shown;
 };
 
 WG_HIDDEN struct wg_sock *wg_sock_new(int domain, int type, int protocol);
@@ -201,6 +234,27 @@ WG_HIDDEN int wg_take_error(struct wg_sock *s);
 
 /* ENETUNREACH, with a warning the first time: the broker cannot be reached. */
 WG_HIDDEN int wg_broker_unreachable(void);
+/* Tells the broker this process loaded the library (HELLO with our pid), and waits for the
+ * answer, so that the launcher knows the interposer is active before the program runs. */
+WG_HIDDEN void wg_broker_hello(void);
+/* A service request (RESOLVE, QUERY) with its body; on OK reads the reply's body into `body`
+ * (at most `cap` bytes, the rest discarded) and sets *body_len to its full length. Returns the
+ * status, or -1 with errno when the broker cannot be reached or misbehaves. */
+WG_HIDDEN int wg_broker_service(uint8_t op, uint8_t family, const void *req_body, uint32_t len,
+                                uint8_t *body, size_t cap, size_t *body_len);
+
+/* ---- DNS (dns.c) ---- */
+
+/* Once, when WRAPGUARD_DNS is set: the C library's own lookups (NSS "hosts") are limited to
+ * /etc/hosts, so that nothing this library does not hook can ask the host's DNS. */
+WG_HIDDEN void wg_dns_init(void);
+
+/* Records on the socket at fd that its peer is shown as `shown` while it really is `real`. */
+WG_HIDDEN void wg_dns_mark(struct wg_sock *s, uint8_t real_family, const struct wgp_endpoint *real,
+                           uint8_t shown_family, const struct wgp_endpoint *shown);
+/* The peer to show for a datagram or connection from (family, ep): the resolv.conf address the
+ * program asked for when this is the tunnel DNS server it was redirected to. Under s->lock. */
+WG_HIDDEN void wg_dns_shown(const struct wg_sock *s, uint8_t *family, struct wgp_endpoint *ep);
 
 /* ---- UDP (udp.c) ---- */
 
@@ -230,6 +284,8 @@ WG_HIDDEN long sys_recvfrom(int fd, void *buf, size_t n, int flags);
 WG_HIDDEN long sys_sendmsg(int fd, const struct msghdr *msg, int flags);
 WG_HIDDEN long sys_recvmsg(int fd, struct msghdr *msg, int flags);
 WG_HIDDEN long sys_getpeername(int fd, struct sockaddr *addr, socklen_t *len);
+/* Reads up to cap-1 bytes of a small file into buf and NUL-terminates it; -1 when unreadable. */
+WG_HIDDEN long wg_read_file(const char *path, char *buf, size_t cap);
 
 /* Writes/reads exactly n bytes on a blocking socket (EINTR retried). 0 or -1 with errno. */
 WG_HIDDEN int wg_send_all(int fd, const void *buf, size_t n);

@@ -29,7 +29,7 @@
  *
  * @module
  */
-import { formatPrefix, type Prefix } from "../wire/addr.ts";
+import { formatIP, formatPrefix, type Prefix } from "../wire/addr.ts";
 import type { BrokerContext, BrokerHost, BrokerStats } from "./broker/context.ts";
 import { readExact, writeAll } from "./broker/io.ts";
 import {
@@ -45,6 +45,14 @@ import {
 } from "./broker/protocol.ts";
 import { Inbound, serveAccept, serveBind, serveLookup, serveRelayListen } from "./broker/listen.ts";
 import { serveConnect } from "./broker/tcp.ts";
+import {
+  type BrokerDns,
+  serveHello,
+  serveQuery,
+  serveResolve,
+  stackDnsTransport,
+} from "./broker/dns.ts";
+import type { Resolver } from "./dns.ts";
 import { serveUdp } from "./broker/udp.ts";
 import { type Logger, silentLogger } from "./log.ts";
 
@@ -75,12 +83,21 @@ export interface BrokerOptions {
    * (`0.0.0.0/0` or `::/0`), as wg-quick's kill switch (DESIGN.md decision 3).
    */
   killSwitch?: boolean;
+  /**
+   * Answers the program's name lookups (RESOLVE, QUERY) through the tunnel, usually
+   * `Resolver.forTunnel(tunnel)`. With it the environment names its servers (`WRAPGUARD_DNS`) and
+   * the interposer sends every lookup here (DESIGN.md decision 4); without it lookups stay the
+   * host's.
+   */
+  resolver?: Resolver;
+  /** Search domains for the interposer's `res_search` (default: the config's `DNS =` ones). */
+  dnsSearch?: string[];
 }
 
 /** A `BrokerHost` that also names its routes and addresses (a `Tunnel` is one). */
 export interface BrokerTunnel extends BrokerHost {
   readonly config: {
-    interface: { addresses: Prefix[] };
+    interface: { addresses: Prefix[]; dns?: { search: string[] } };
     peers: { allowedIPs: Prefix[] }[];
   };
 }
@@ -103,6 +120,9 @@ export class Broker {
     udpAssociations: 0,
     udpDropped: 0,
     udpSendErrors: 0,
+    hellos: 0,
+    resolves: 0,
+    queries: 0,
   };
   readonly #secret: Uint8Array;
   readonly #listener: Deno.UnixListener;
@@ -113,6 +133,9 @@ export class Broker {
   readonly #live = new Set<{ close(): void }>();
   readonly #tasks = new Set<Promise<void>>();
   readonly #accepting: Promise<void>;
+  readonly #dns: BrokerDns | undefined;
+  readonly #hellos = new Set<number>();
+  #helloWaiters: (() => void)[] = [];
   #closed = false;
 
   private constructor(
@@ -139,6 +162,16 @@ export class Broker {
       WRAPGUARD_ADDRESSES: addresses.map(formatPrefix).join(","),
       WRAPGUARD_KILL_SWITCH: (options.killSwitch ?? everything) ? "1" : "0",
     };
+    if (options.resolver) {
+      this.#dns = {
+        resolver: options.resolver,
+        transport: stackDnsTransport(tunnel),
+        tcp: tunnel,
+      };
+      this.#env.WRAPGUARD_DNS = options.resolver.servers.map(formatIP).join(",");
+      this.#env.WRAPGUARD_DNS_SEARCH =
+        (options.dnsSearch ?? tunnel.config.interface.dns?.search ?? []).join(",");
+    }
     this.#ctx = {
       host: tunnel,
       logger,
@@ -181,10 +214,49 @@ export class Broker {
     return { ...this.#env };
   }
 
+  /** Whether a process with this pid has said HELLO (it loaded the interposer). */
+  helloFrom(pid: number): boolean {
+    return this.#hellos.has(pid);
+  }
+
+  /**
+   * Waits until the process `pid` says HELLO, at most `timeoutMs`; false when it did not. The
+   * launcher's proof that the interposer is active in the program it started (DESIGN.md
+   * decision 5).
+   */
+  async waitForHello(pid: number, timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
+    const deadline = performance.now() + timeoutMs;
+    while (!this.#hellos.has(pid)) {
+      const left = deadline - performance.now();
+      if (left <= 0 || this.#closed || signal?.aborted) return this.#hellos.has(pid);
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      let wake!: () => void;
+      const woken = new Promise<void>((r) => (wake = r));
+      const onAbort = () => wake();
+      signal?.addEventListener("abort", onAbort, { once: true });
+      this.#helloWaiters.push(wake);
+      timer = setTimeout(wake, left);
+      await woken;
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+      timer = undefined;
+    }
+    return true;
+  }
+
+  #noteHello(pid: number): void {
+    this.stats.hellos++;
+    this.#hellos.add(pid);
+    const w = this.#helloWaiters;
+    this.#helloWaiters = [];
+    for (const f of w) f();
+  }
+
   /** Stops listening, ends every connection it serves, and removes a directory it created. */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    for (const f of this.#helloWaiters.splice(0)) f();
     this.#listener.close();
     for (const r of this.#live) {
       try {
@@ -282,6 +354,14 @@ export class Broker {
         return await serveAccept(this.#ctx, this.#inbound, conn, req);
       case Op.Lookup:
         return await serveLookup(this.#ctx, this.#inbound, conn, req);
+      case Op.Hello:
+        return await serveHello(conn, req, (pid) => this.#noteHello(pid));
+      case Op.Resolve:
+        stats.resolves++;
+        return await serveResolve(this.#ctx, conn, req, this.#dns);
+      case Op.Query:
+        stats.queries++;
+        return await serveQuery(this.#ctx, conn, req, this.#dns);
       case Op.Listen:
         // A first request may only LISTEN for a kernel listener (RELAY); a tunnel listener's
         // LISTEN follows its BIND on the same connection.

@@ -10,6 +10,7 @@
  *     erep status family arg lport rport LADDR RADDR
  *     efrm length family port ADDR            encode: "ok HEX" or "err <name>"
  *     route ROUTES ADDRESSES KILL IP          "pass" | "tunnel" | "deny" ("-" for an empty list)
+ *     dres HEX                                a RESOLVE reply body: "ok CANON|- COUNT FAM:ADDR…"
  *   (addresses are 32 hex digits, the secret 64)
  */
 #include "../protocol.h"
@@ -136,7 +137,7 @@ static void test_request(void) {
   BAD_REQ(bad[WGP_REQ_VERSION] = 2, WGP_E_VERSION);
   BAD_REQ(bad[WGP_REQ_VERSION] = 0, WGP_E_VERSION);
   BAD_REQ(bad[WGP_REQ_OP] = 0, WGP_E_OP);
-  BAD_REQ(bad[WGP_REQ_OP] = 7, WGP_E_OP);
+  BAD_REQ(bad[WGP_REQ_OP] = WGP_OP_MAX + 1, WGP_E_OP);
   BAD_REQ(bad[WGP_REQ_PROTO] = 1, WGP_E_PROTO);
   BAD_REQ(bad[WGP_REQ_PROTO] = WGP_PROTO_UDP, WGP_E_PROTO); /* CONNECT is TCP only */
   BAD_REQ(bad[WGP_REQ_FAMILY] = 0, WGP_E_FAMILY);
@@ -163,6 +164,51 @@ static void test_request(void) {
   e = sample_request();
   e.padding = WGP_MAX_PADDING;
   CHECK(wgp_encode_request(&e, buf) == 0);
+
+  /* Service ops: proto 0, no endpoints, a body length in arg. */
+  struct wgp_request svc;
+  memset(&svc, 0, sizeof svc);
+  svc.op = WGP_OP_HELLO;
+  svc.arg = 4242; /* the pid */
+  CHECK(wgp_encode_request(&svc, buf) == 0);
+  CHECK(wgp_decode_request(buf, sizeof buf, &back) == 0 && back.op == WGP_OP_HELLO &&
+        back.arg == 4242);
+  svc.family = WGP_FAMILY_V4;
+  CHECK(wgp_encode_request(&svc, buf) == WGP_E_FAMILY); /* HELLO names no family */
+  svc.family = WGP_FAMILY_NONE;
+  svc.proto = WGP_PROTO_TCP;
+  CHECK(wgp_encode_request(&svc, buf) == WGP_E_PROTO);
+  svc.proto = 0;
+  svc.flags = WGP_FLAG_V6ONLY;
+  CHECK(wgp_encode_request(&svc, buf) == WGP_E_FLAGS);
+  svc.flags = 0;
+  svc.op = WGP_OP_RESOLVE;
+  for (uint8_t fam = 0; fam <= 6; fam = (uint8_t)(fam + (fam == 0 ? 4 : 2))) {
+    svc.family = fam;
+    svc.arg = 11;
+    CHECK(wgp_encode_request(&svc, buf) == 0);
+    CHECK(wgp_decode_request(buf, sizeof buf, &back) == 0 && back.family == fam);
+  }
+  svc.arg = 0;
+  CHECK(wgp_encode_request(&svc, buf) == WGP_E_LENGTH);
+  svc.arg = WGP_MAX_NAME + 1;
+  CHECK(wgp_encode_request(&svc, buf) == WGP_E_LENGTH);
+  svc.arg = WGP_MAX_NAME;
+  CHECK(wgp_encode_request(&svc, buf) == 0);
+  svc.local.port = 53;
+  CHECK(wgp_encode_request(&svc, buf) == WGP_E_RESERVED); /* no endpoints */
+  svc.local.port = 0;
+  svc.op = WGP_OP_QUERY;
+  svc.family = WGP_FAMILY_NONE;
+  svc.arg = WGP_MIN_DNS_MESSAGE - 1;
+  CHECK(wgp_encode_request(&svc, buf) == WGP_E_LENGTH);
+  svc.arg = WGP_MAX_DNS_MESSAGE;
+  CHECK(wgp_encode_request(&svc, buf) == 0);
+  svc.arg = WGP_MAX_DNS_MESSAGE + 1;
+  CHECK(wgp_encode_request(&svc, buf) == WGP_E_LENGTH);
+  svc.arg = 40;
+  svc.family = WGP_FAMILY_V6;
+  CHECK(wgp_encode_request(&svc, buf) == WGP_E_FAMILY);
 #undef BAD_REQ
 }
 
@@ -351,6 +397,75 @@ static void test_sockaddr(void) {
   CHECK(len == sizeof(struct sockaddr_in6) && memcmp(small, &ss, sizeof small) == 0);
 }
 
+static int redirect_of(const struct wg_dns *d, const char *ip, uint16_t port, char *out) {
+  struct wg_prefix p;
+  if (wg_prefix_parse(ip, 0, &p) != 0) return -1;
+  struct wgp_endpoint ep;
+  memset(&ep, 0, sizeof ep);
+  memcpy(ep.addr, p.addr, 16);
+  ep.port = port;
+  uint8_t family = p.family;
+  int r = wg_dns_redirect(d, &family, &ep);
+  inet_ntop(family == WGP_FAMILY_V4 ? AF_INET : AF_INET6, ep.addr, out, 64);
+  return r;
+}
+
+static void test_dns(void) {
+  struct wg_dns d;
+  char to[64];
+  wg_dns_parse(&d, NULL, "wg.test", "nameserver 10.255.255.53\n");
+  CHECK(!d.active && redirect_of(&d, "10.255.255.53", 53, to) == 0);
+
+  wg_dns_parse(&d, "10.77.0.1,fd77::1", "wg.test,corp.example",
+               "# comment\nsearch lan\nnameserver 10.255.255.53\n nameserver\tfe80::1%eth0\n"
+               "nameserver 127.0.0.53 # local\nnameserver bogus\noptions ndots:2\n");
+  CHECK(d.active && !d.broken && d.nservers == 2 && d.nsearch == 2 && d.nresolv == 3);
+  CHECK(strcmp(d.search[1], "corp.example") == 0);
+  /* The host's nameservers on port 53 go to the tunnel's server of the same family. */
+  CHECK(redirect_of(&d, "10.255.255.53", 53, to) == 1 && strcmp(to, "10.77.0.1") == 0);
+  CHECK(redirect_of(&d, "127.0.0.53", 53, to) == 1 && strcmp(to, "10.77.0.1") == 0);
+  CHECK(redirect_of(&d, "fe80::1", 53, to) == 1 && strcmp(to, "fd77::1") == 0);
+  /* Other ports, other hosts, and the tunnel's own server are left alone. */
+  CHECK(redirect_of(&d, "10.255.255.53", 5353, to) == 0 && strcmp(to, "10.255.255.53") == 0);
+  CHECK(redirect_of(&d, "10.255.255.54", 53, to) == 0);
+  CHECK(redirect_of(&d, "10.77.0.1", 53, to) == 0);
+  /* Only an IPv6 server: an IPv4 nameserver goes to it anyway. */
+  wg_dns_parse(&d, "fd77::1", NULL, "nameserver 10.255.255.53");
+  CHECK(redirect_of(&d, "10.255.255.53", 53, to) == 1 && strcmp(to, "fd77::1") == 0);
+  /* Malformed server lists fail (lookups then fail; they never go to the host). */
+  wg_dns_parse(&d, "10.77.0.0/24", NULL, NULL);
+  CHECK(d.active && d.broken && redirect_of(&d, "10.255.255.53", 53, to) == 0);
+  wg_dns_parse(&d, "not-an-address", NULL, NULL);
+  CHECK(d.active && d.broken);
+
+  /* RESOLVE reply bodies. */
+  struct wgp_resolved r;
+  uint8_t body[1 + 7 + 2 * 17];
+  memset(body, 0, sizeof body);
+  body[0] = 7;
+  memcpy(body + 1, "a.wg.tt", 7);
+  body[8] = WGP_FAMILY_V4;
+  body[9] = 10, body[10] = 77, body[12] = 9;
+  body[25] = WGP_FAMILY_V6;
+  body[26] = 0xfd, body[41] = 9;
+  CHECK(wgp_decode_resolve_body(body, sizeof body, &r) == 0);
+  CHECK(r.count == 2 && strcmp(r.canon, "a.wg.tt") == 0 && r.family[0] == 4 &&
+        r.addr[0][0] == 10 && r.family[1] == 6 && r.addr[1][15] == 9);
+  CHECK(wgp_decode_resolve_body(body, 0, &r) == WGP_E_SHORT);
+  CHECK(wgp_decode_resolve_body(body, 5, &r) == WGP_E_SHORT);
+  CHECK(wgp_decode_resolve_body(body, sizeof body - 1, &r) == WGP_E_LENGTH);
+  body[13] = 1; /* IPv4 with a tail */
+  CHECK(wgp_decode_resolve_body(body, sizeof body, &r) == WGP_E_ADDR);
+  body[13] = 0;
+  body[25] = 5;
+  CHECK(wgp_decode_resolve_body(body, sizeof body, &r) == WGP_E_FAMILY);
+  body[25] = WGP_FAMILY_V6;
+  body[3] = ' ';
+  CHECK(wgp_decode_resolve_body(body, sizeof body, &r) == WGP_E_RESERVED);
+  uint8_t empty[1] = {0};
+  CHECK(wgp_decode_resolve_body(empty, 1, &r) == 0 && r.count == 0 && r.canon[0] == 0);
+}
+
 /* ---- batch mode ---- */
 
 static void print_endpoint(const struct wgp_endpoint *e) {
@@ -473,6 +588,26 @@ static void batch_line(char *line) {
     printf("ok %s\n", out);
     return;
   }
+  if (!strcmp(argv[0], "dres")) {
+    int n = argc > 1 ? unhex(argv[1], buf, sizeof buf) : 0;
+    if (n < 0) {
+      printf("bad input\n");
+      return;
+    }
+    struct wgp_resolved r;
+    int err = wgp_decode_resolve_body(buf, (size_t)n, &r);
+    if (err) {
+      printf("err %s\n", wgp_error_name(err));
+      return;
+    }
+    printf("ok %s %zu", r.canon[0] ? r.canon : "-", r.count);
+    for (size_t i = 0; i < r.count; i++) {
+      hex(r.addr[i], 16, out);
+      printf(" %u:%s", r.family[i], out);
+    }
+    printf("\n");
+    return;
+  }
   if (!strcmp(argv[0], "route") && argc == 5) {
     struct wg_config c;
     wg_config_parse(&c, "/tmp/wg", secret_hex, strcmp(argv[1], "-") ? argv[1] : "",
@@ -493,6 +628,7 @@ int main(int argc, char **argv) {
     test_status();
     test_config();
     test_sockaddr();
+    test_dns();
     if (failed) {
       printf("failed %d of %d\n", failed, checks);
       return 1;

@@ -34,6 +34,11 @@ export interface BrokerStats {
   udpDropped: number;
   /** UDP datagrams from the program the stack refused (too big, no route). */
   udpSendErrors: number;
+  /** Processes that said HELLO (loaded the interposer). */
+  hellos: number;
+  /** Name lookups (RESOLVE) and DNS messages (QUERY) the program sent. */
+  resolves: number;
+  queries: number;
 }
 
 export interface BrokerContext {

@@ -63,10 +63,40 @@ const Frm = { length: 0, port: 2, family: 4, reserved: 5, addr: 8 } as const;
 const REQUEST_MAGIC = [0x57, 0x47, 0x42, 0x31]; // "WGB1"
 const REPLY_MAGIC = [0x57, 0x47, 0x52, 0x31]; // "WGR1"
 
-export const Op = { Connect: 1, Bind: 2, Listen: 3, Accept: 4, Udp: 5, Lookup: 6 } as const;
+export const Op = {
+  Connect: 1,
+  Bind: 2,
+  Listen: 3,
+  Accept: 4,
+  Udp: 5,
+  Lookup: 6,
+  /** A process loaded the interposer; `arg` is its pid. No body. */
+  Hello: 7,
+  /** A host name (`arg` bytes follow) to resolve through the tunnel's DNS. */
+  Resolve: 8,
+  /** A DNS message (`arg` bytes follow) to send to the tunnel's DNS server. */
+  Query: 9,
+} as const;
 export type Op = (typeof Op)[keyof typeof Op];
+const OP_MAX = Op.Query;
 
-export const Proto = { Tcp: 6, Udp: 17 } as const;
+/** Ops that ask for a service, not a socket: proto 0, no endpoints, `arg` bytes of body follow. */
+export function isServiceOp(op: number): boolean {
+  return op >= Op.Hello && op <= Op.Query;
+}
+
+/** Longest name a RESOLVE carries (253 characters and a final dot). */
+export const MAX_NAME = 254;
+/** Shortest and longest DNS message a QUERY carries. */
+export const MIN_DNS_MESSAGE = 12;
+export const MAX_DNS_MESSAGE = 65535;
+/** Most addresses a RESOLVE reply lists. */
+export const MAX_ADDRESSES = 32;
+/** One address in a RESOLVE reply body: a family byte and a 16-byte address field. */
+export const RESOLVE_ENTRY_LEN = 17;
+
+/** `None` only with the service ops. */
+export const Proto = { None: 0, Tcp: 6, Udp: 17 } as const;
 export type Proto = (typeof Proto)[keyof typeof Proto];
 
 /** Family codes on the wire. */
@@ -93,9 +123,17 @@ export const Status = {
   NoEnt: 12,
   Access: 13,
   Prohibited: 14,
+  /** RESOLVE/QUERY: the name does not exist (NXDOMAIN). */
+  NotFound: 15,
+  /** RESOLVE: the name has no address of the family asked. */
+  NoData: 16,
+  /** RESOLVE/QUERY: no answer in time, or the servers failed (SERVFAIL, REFUSED). */
+  Again: 17,
+  /** RESOLVE/QUERY: the tunnel has no DNS server. */
+  NoDns: 18,
 } as const;
 export type Status = (typeof Status)[keyof typeof Status];
-const STATUS_MAX = 14;
+const STATUS_MAX = 18;
 
 /** Names a decoder gives to what it refused (protocol.c `wgp_error_name`). */
 export type ProtocolErrorCode =
@@ -109,7 +147,8 @@ export type ProtocolErrorCode =
   | "flags"
   | "padding"
   | "reserved"
-  | "status";
+  | "status"
+  | "length";
 
 /** A record that does not follow the protocol. */
 export class ProtocolError extends Error {
@@ -230,13 +269,22 @@ interface RawRequest {
  * the same failure for the same bytes. */
 function checkRequest(r: RawRequest): void {
   const what = "request";
-  if (r.op < 1 || r.op > Op.Lookup) throw new ProtocolError("op", what);
-  if (r.proto !== Proto.Tcp && r.proto !== Proto.Udp) throw new ProtocolError("proto", what);
-  if ((r.op === Op.Udp) !== (r.proto === Proto.Udp)) throw new ProtocolError("proto", what);
+  if (r.op < 1 || r.op > OP_MAX) throw new ProtocolError("op", what);
+  const service = isServiceOp(r.op);
+  if (service) {
+    if (r.proto !== Proto.None) throw new ProtocolError("proto", what);
+  } else {
+    if (r.proto !== Proto.Tcp && r.proto !== Proto.Udp) throw new ProtocolError("proto", what);
+    if ((r.op === Op.Udp) !== (r.proto === Proto.Udp)) throw new ProtocolError("proto", what);
+  }
   if (r.family !== Family.V4 && r.family !== Family.V6) {
-    if (!(r.op === Op.Accept && r.family === Family.None)) throw new ProtocolError("family", what);
+    const noneOk = r.op === Op.Accept || service;
+    if (!(noneOk && r.family === Family.None)) throw new ProtocolError("family", what);
+  } else if (r.op === Op.Hello || r.op === Op.Query) {
+    throw new ProtocolError("family", what);
   }
   if ((r.flags & ~FLAGS_KNOWN) !== 0) throw new ProtocolError("flags", what);
+  if (service && r.flags !== 0) throw new ProtocolError("flags", what);
   if (r.padding > MAX_PADDING) throw new ProtocolError("padding", what);
   if (r.padding !== 0 && !(r.op === Op.Connect && r.proto === Proto.Tcp)) {
     throw new ProtocolError("padding", what);
@@ -249,9 +297,18 @@ function checkRequest(r: RawRequest): void {
   ) {
     throw new ProtocolError("reserved", what);
   }
-  if (!allZero(r.tag)) throw new ProtocolError("reserved", what);
-  if (r.op !== Op.Listen && r.op !== Op.Accept && r.arg !== 0) {
+  if (service && (r.localPort !== 0 || !allZero(r.localAddr))) {
     throw new ProtocolError("reserved", what);
+  }
+  if (!allZero(r.tag)) throw new ProtocolError("reserved", what);
+  if (r.op !== Op.Listen && r.op !== Op.Accept && !service && r.arg !== 0) {
+    throw new ProtocolError("reserved", what);
+  }
+  if (r.op === Op.Resolve && (r.arg < 1 || r.arg > MAX_NAME)) {
+    throw new ProtocolError("length", what);
+  }
+  if (r.op === Op.Query && (r.arg < MIN_DNS_MESSAGE || r.arg > MAX_DNS_MESSAGE)) {
+    throw new ProtocolError("length", what);
   }
 }
 
