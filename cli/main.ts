@@ -9,6 +9,10 @@
 type Command = { summary: string; load: () => Promise<{ main(args: string[]): Promise<number> }> };
 
 const commands: Record<string, Command> = {
+  run: {
+    summary: "run a program with its network traffic on the WireGuard network",
+    load: () => import("./run.ts"),
+  },
   selftest: {
     summary: "prove the tunnel works on this machine with an embedded peer",
     load: () => import("./selftest.ts"),

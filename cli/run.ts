@@ -1,0 +1,352 @@
+/**
+ * `wrapguard run --config wg0.conf -- cmd args…`: starts `cmd` with the interposer preloaded, so
+ * that its sockets (and its children's) use the tunnel, and waits for it.
+ *
+ * ```text
+ * parse ─► load config ─► check the program (core/host/launch.ts: PATH, ELF, #!, setuid)
+ *   ─► private dir (0700): libwrapguard.so (from the embedded bytes) + broker.sock
+ *   ─► Tunnel.start ─► Broker.start (+ Resolver.forTunnel when the config has DNS =)
+ *   ─► spawn cmd (stdio inherited, env + WRAPGUARD_* + LD_PRELOAD appended)
+ *   ─► revoke --allow-run/--allow-env ─► HELLO from cmd within 5 s, or kill it (fail closed)
+ *   ─► forward SIGINT/SIGTERM/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2 ─► cmd exits
+ *   ─► close broker and tunnel, remove the dir ─► exit with cmd's code (128+signal if killed)
+ * ```
+ *
+ * Exit codes of wrapguard itself: 2 usage, 1 config/tunnel failure, 126 the program cannot be
+ * wrapped safely (refused, or the interposer did not load), 127 the program was not found.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { type Config, loadConfig } from "../core/config/mod.ts";
+import { Broker } from "../core/host/broker.ts";
+import { Resolver } from "../core/host/dns.ts";
+import {
+  childEnv,
+  inspectTarget,
+  LaunchRefused,
+  materializeInterposer,
+  resolveCommand,
+  runDirPrefix,
+  sweepStaleRunDirs,
+  usableInLdPreload,
+} from "../core/host/launch.ts";
+import { isLogLevel, Logger, type LogLevel, type LogSink } from "../core/host/log.ts";
+import { Tunnel } from "../core/host/tunnel.ts";
+import { formatIP, type IpBytes } from "../core/wire/addr.ts";
+// The interposer travels inside the program. preload/build.sh (`deno task build:preload`, run by
+// .ci/run) writes this module from the libraries it built: a static import is what `deno compile`
+// bundles, and it works unchanged for `deno run` from source. (Reading the .so beside the source
+// with import.meta.dirname would need `deno compile --include` and a second code path.)
+import { libraries } from "../preload/build/embedded.ts";
+
+const HELP = `Usage: wrapguard run --config FILE [options] [--] COMMAND [ARGS…]
+
+Runs COMMAND with its network traffic on the WireGuard network of FILE (a wg-quick
+config), without root, a TUN device or a kernel module. Children of COMMAND stay
+wrapped. Destinations in a peer's AllowedIPs go through the tunnel; others use the
+host network, as wg-quick's routes would (see --kill-switch). With "DNS =" in the
+config, COMMAND's name lookups go to those servers through the tunnel and never to
+the host's resolver. Listening sockets bound to the tunnel address (or to the
+wildcard) are reachable from the peers.
+
+Options:
+  -c, --config FILE     the wg-quick config (required)
+      --kill-switch     destinations outside the tunnel fail with "network unreachable"
+                        (on by default when AllowedIPs covers 0.0.0.0/0 or ::/0)
+      --log-level LEVEL error, warn (default), info or debug; debug also makes the
+                        interposer print its decisions on COMMAND's stderr
+      --log-file FILE   append the log to FILE (JSON lines) instead of stderr
+  -h, --help
+
+COMMAND must be dynamically linked and not setuid/setgid: the interposer is loaded
+through LD_PRELOAD, which a static or privileged program ignores. Such programs are
+refused (use 'wrapguard forward' or 'wrapguard proxy' to give them the tunnel).
+
+Exit status: COMMAND's own, or 128+N when a signal N ended it; 1 when the tunnel
+could not start, 2 for usage errors, 126 when COMMAND cannot be wrapped, 127 when
+it was not found. SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 are
+passed on to COMMAND.
+`;
+
+/** How long the program has to prove the interposer loaded (its HELLO to the broker). */
+export const HELLO_TIMEOUT_MS = 5000;
+
+const FORWARDED: Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2"];
+/** Signal numbers, the same on x86_64 and aarch64 Linux. */
+const SIGNUM: Partial<Record<Deno.Signal, number>> = {
+  SIGHUP: 1,
+  SIGINT: 2,
+  SIGQUIT: 3,
+  SIGUSR1: 10,
+  SIGUSR2: 12,
+  SIGTERM: 15,
+};
+
+interface RunOptions {
+  config: string;
+  killSwitch: boolean;
+  logLevel: LogLevel;
+  logFile?: string;
+  command: string[];
+}
+
+class UsageError extends Error {}
+
+function parse(args: string[]): RunOptions | "help" {
+  // Options end at "--" or at the first word that is not one: the rest is the command's.
+  const dash = args.indexOf("--");
+  let own = dash >= 0 ? args.slice(0, dash) : args;
+  let command = dash >= 0 ? args.slice(dash + 1) : [];
+  if (dash < 0) {
+    const withValue = new Set(["-c", "--config", "--log-level", "--log-file"]);
+    let i = 0;
+    while (i < args.length && args[i]!.startsWith("-")) i += withValue.has(args[i]!) ? 2 : 1;
+    own = args.slice(0, i);
+    command = args.slice(i);
+  }
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: own,
+      options: {
+        config: { type: "string", short: "c" },
+        "kill-switch": { type: "boolean" },
+        "log-level": { type: "string" },
+        "log-file": { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  if (values.help) return "help";
+  if (values.config === undefined) throw new UsageError("--config is required");
+  if (command.length === 0) throw new UsageError("no command given");
+  const level = values["log-level"] ?? "warn";
+  if (!isLogLevel(level)) {
+    throw new UsageError(`--log-level must be error, warn, info or debug, not '${level}'`);
+  }
+  return {
+    config: values.config,
+    killSwitch: values["kill-switch"] ?? false,
+    logLevel: level,
+    logFile: values["log-file"],
+    command,
+  };
+}
+
+function makeLogger(opts: RunOptions): { logger: Logger; close(): void } {
+  if (opts.logFile !== undefined) {
+    const file = Deno.openSync(opts.logFile, { append: true, create: true, mode: 0o600 });
+    const enc = new TextEncoder();
+    const sink: LogSink = { write: (line) => void file.writeSync(enc.encode(line)) };
+    return {
+      logger: new Logger({ level: opts.logLevel, sink, format: "json" }),
+      close: () => file.close(),
+    };
+  }
+  const format = Deno.stderr.isTerminal() ? "text" : "json";
+  return { logger: new Logger({ level: opts.logLevel, format }), close() {} };
+}
+
+/**
+ * Whether a terminal already delivered SIGINT/SIGQUIT to the program: it shares our process group,
+ * and that group is the terminal's foreground group (so ^C reached both of us). Forwarding would
+ * then deliver the signal twice.
+ */
+function terminalDelivers(): boolean {
+  try {
+    const stat = Deno.readTextFileSync("/proc/self/stat");
+    // "pid (comm) state ppid pgrp session tty_nr tpgid …"
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const pgrp = Number(f[2]), tty = Number(f[4]), tpgid = Number(f[5]);
+    return tty !== 0 && tpgid === pgrp;
+  } catch {
+    return false;
+  }
+}
+
+function covered(config: Config, addr: IpBytes): boolean {
+  return config.peers.some((p) =>
+    p.allowedIPs.some((pre) => {
+      if (pre.addr.length !== addr.length) return false;
+      let bits = pre.bits;
+      for (let i = 0; bits > 0; i++, bits -= 8) {
+        const mask = bits >= 8 ? 0xff : (0xff << (8 - bits)) & 0xff;
+        if ((pre.addr[i]! & mask) !== (addr[i]! & mask)) return false;
+      }
+      return true;
+    })
+  );
+}
+
+function say(message: string): void {
+  console.error(`wrapguard: ${message}`);
+}
+
+export async function main(args: string[]): Promise<number> {
+  let opts: RunOptions | "help";
+  try {
+    opts = parse(args);
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    console.error(`wrapguard run: ${e.message}\n\n${HELP}`);
+    return 2;
+  }
+  if (opts === "help") {
+    console.log(HELP);
+    return 0;
+  }
+
+  let config: Config;
+  try {
+    config = await loadConfig(opts.config);
+  } catch (e) {
+    say((e as Error).message);
+    return 1;
+  }
+  for (const w of config.warnings) {
+    say(`warning: ${opts.config}${w.line > 0 ? `:${w.line}` : ""}: ${w.message}`);
+  }
+  for (const server of config.interface.dns.servers) {
+    if (!covered(config, server)) {
+      say(
+        `warning: DNS server ${formatIP(server)} is in no peer's AllowedIPs: ` +
+          `name lookups will fail`,
+      );
+    }
+  }
+
+  // Fail closed before anything starts: a program the interposer cannot enter is refused.
+  const [name, ...rest] = opts.command;
+  let target: string;
+  try {
+    target = resolveCommand(name!);
+    inspectTarget(target);
+  } catch (e) {
+    if (!(e instanceof LaunchRefused)) throw e;
+    say(e.message);
+    return e.reason === "not-found" ? 127 : 126;
+  }
+
+  const tmp = Deno.env.get("TMPDIR") || "/tmp";
+  await sweepStaleRunDirs(tmp);
+  const dir = await Deno.makeTempDir({ prefix: runDirPrefix() });
+  const { logger, close: closeLog } = makeLogger(opts);
+
+  // Signals: before the program runs they end the start-up; after, they go to the program.
+  let child: Deno.ChildProcess | undefined;
+  let early: Deno.Signal | undefined;
+  const listeners = FORWARDED.map((sig) => {
+    const handler = () => {
+      if (!child) {
+        early ??= sig;
+        return;
+      }
+      if ((sig === "SIGINT" || sig === "SIGQUIT") && terminalDelivers()) return;
+      try {
+        child.kill(sig);
+      } catch {
+        // it has exited meanwhile
+      }
+    };
+    Deno.addSignalListener(sig, handler);
+    return { sig, handler };
+  });
+
+  let tunnel: Tunnel | undefined;
+  let broker: Broker | undefined;
+  try {
+    await Deno.chmod(dir, 0o700);
+    if (!usableInLdPreload(dir)) {
+      say(
+        `the temporary directory ${dir} contains a space or colon, which LD_PRELOAD cannot carry`,
+      );
+      return 1;
+    }
+    let lib: string;
+    try {
+      lib = await materializeInterposer(dir, libraries);
+    } catch (e) {
+      say((e as Error).message);
+      return 1;
+    }
+    try {
+      tunnel = await Tunnel.start(config, { logger });
+      const resolver = config.interface.dns.servers.length > 0
+        ? Resolver.forTunnel(tunnel)
+        : undefined;
+      broker = await Broker.start(tunnel, {
+        logger,
+        dir,
+        resolver,
+        killSwitch: opts.killSwitch || undefined,
+      });
+    } catch (e) {
+      say(`cannot start the tunnel: ${(e as Error).message}`);
+      return 1;
+    }
+    if (early) return 128 + (SIGNUM[early] ?? 0);
+
+    const extra: Record<string, string> = { WRAPGUARD_HELLO: "1" };
+    if (opts.logLevel === "debug") extra.WRAPGUARD_DEBUG = "1";
+    const env = childEnv(Deno.env.toObject(), broker.env(), lib, extra);
+    try {
+      child = new Deno.Command(target, {
+        args: rest,
+        env,
+        clearEnv: true,
+        stdin: "inherit",
+        stdout: "inherit",
+        stderr: "inherit",
+      }).spawn();
+    } catch (e) {
+      say(`cannot start ${name}: ${(e as Error).message}`);
+      return 126;
+    }
+    logger.info("started", { command: name, pid: child.pid });
+    // DESIGN.md decision 7: nothing else is started, and the environment has been read.
+    await Deno.permissions.revoke({ name: "run" });
+    await Deno.permissions.revoke({ name: "env" });
+    if (early) child.kill(early);
+
+    const running = child;
+    const helloDone = new AbortController();
+    let killed = false;
+    const helloCheck = broker.waitForHello(running.pid, HELLO_TIMEOUT_MS, helloDone.signal)
+      .then((ok) => {
+        if (ok || helloDone.signal.aborted) return;
+        killed = true;
+        try {
+          running.kill("SIGKILL");
+        } catch {
+          // exited meanwhile
+        }
+      });
+    const status = await running.status;
+    helloDone.abort();
+    await helloCheck;
+    if (!broker.helloFrom(running.pid)) {
+      say(
+        `the interposer did not load into ${name}${
+          killed ? ` within ${HELLO_TIMEOUT_MS / 1000} s, so it was killed` : ""
+        }: its network traffic would not have gone through the tunnel. This happens with ` +
+          `programs that have file capabilities, a temporary directory mounted noexec (set ` +
+          `TMPDIR elsewhere), or a loader that refuses the library; use 'wrapguard forward' or ` +
+          `'wrapguard proxy' for such a program`,
+      );
+      return 126;
+    }
+    logger.info("exited", { command: name, code: status.code, signal: status.signal });
+    return status.code;
+  } finally {
+    for (const { sig, handler } of listeners) Deno.removeSignalListener(sig, handler);
+    await broker?.close().catch(() => {});
+    tunnel?.close();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    closeLog();
+  }
+}
