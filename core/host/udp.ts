@@ -44,6 +44,10 @@ export class UdpTransport {
     const wantV4Only = options.address !== undefined && !options.address.includes(":");
     const tryBind = (type: "udp4" | "udp6") =>
       new Promise<dgram.Socket>((resolve, reject) => {
+        // The kernel receive buffer stays at net.core.rmem_default (~208 KiB): Deno's node:dgram
+        // accepts recvBufferSize/setRecvBufferSize but does not apply them (checked with ss),
+        // and Deno exposes no fd to set SO_RCVBUF ourselves. Bursts beyond it are dropped by
+        // the kernel and recovered by TCP; wireguard-go asks for 7 MiB.
         const socket = dgram.createSocket({ type, ipv6Only: false, reuseAddr: false });
         socket.once("error", reject);
         socket.bind(
