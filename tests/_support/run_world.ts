@@ -37,6 +37,12 @@ export interface RunWorldOptions {
   dns?: boolean;
   /** Extra lines for [Interface]. */
   interfaceExtra?: string;
+  /**
+   * `PersistentKeepalive` for the peer (default 25): it also makes each run handshake at start,
+   * so that wireguard-go drops the previous run's session at once (a wrapped server is reachable
+   * immediately, instead of after wireguard-go's ~15 s of unanswered packets). 0 for none.
+   */
+  keepalive?: number;
 }
 
 export interface RunWorld {
@@ -116,6 +122,7 @@ ${opts.interfaceExtra ?? ""}
 PublicKey = ${wg.publicKey}
 Endpoint = ${topo.endpoint(wg)}
 AllowedIPs = 10.77.0.0/24, fd77::/64
+${(opts.keepalive ?? 25) > 0 ? `PersistentKeepalive = ${opts.keepalive ?? 25}` : ""}
 `,
     { mode: 0o600 },
   );
