@@ -25,6 +25,13 @@ import type { WireguardGo } from "./wggo.ts";
 const ROOT = new URL("../../", import.meta.url).pathname;
 const FLAGS = Deno.readTextFileSync(`${ROOT}cli/permissions.flags`).split(/\s+/).filter((f) => f);
 
+/**
+ * For the wrapguard host process: no colours, and no update check (`deno run` would otherwise ask
+ * dl.deno.land, which is the runtime's traffic, not the wrapped program's; a compiled wrapguard
+ * does not check).
+ */
+const HOST_ENV = { NO_COLOR: "1", DENO_NO_UPDATE_CHECK: "1" };
+
 export const PEER4 = "10.77.0.1";
 export const PEER6 = "fd77::1";
 export const OURS4 = "10.77.0.2";
@@ -154,13 +161,13 @@ ${(opts.keepalive ?? 25) > 0 ? `PersistentKeepalive = ${opts.keepalive ?? 25}` :
     wrapArgv,
     wrap: (cmd, o = {}) =>
       topo.run(host, wrapArgv(cmd, o.args), {
-        env: { NO_COLOR: "1", ...o.env },
+        env: { ...HOST_ENV, ...o.env },
         timeoutMs: o.timeoutMs ?? 30_000,
         stdin: o.stdin,
       }),
     spawnWrapped: (cmd, o = {}) =>
       topo.spawn(host, wrapArgv(cmd, o.args), {
-        env: { NO_COLOR: "1", ...o.env },
+        env: { ...HOST_ENV, ...o.env },
         stdin: o.stdin,
       }),
   };

@@ -1,0 +1,216 @@
+/**
+ * No leaks (issue 4, must-show 6): the wrapped side gets a default route (to the peer namespace's
+ * veth address, inside a namespace this test created), so that anything the interposer failed to
+ * capture would get out; tcpdump on its interface must then see nothing but WireGuard's UDP while
+ * wrapped programs reach tunnel names and addresses. A second capture with unwrapped programs
+ * proves the capture would have seen a leak. A statically linked program is refused before it
+ * can send anything.
+ */
+import assert from "node:assert/strict";
+import { netnsTest, run, type Spawned, waitForPort, withTopology } from "./_support/netns.ts";
+import { OURS4, PEER4, PEER6, SVC_NAME, withRunWorld } from "./_support/run_world.ts";
+
+const UDP_ECHO = new URL("./_support/udp_echo.py", import.meta.url).pathname;
+
+/** tcpdump on `dev` in `ns`, one line per packet. */
+async function capture(
+  topo: { spawn(ns: string, argv: string[]): Spawned },
+  ns: string,
+  dev: string,
+): Promise<Spawned> {
+  const p = topo.spawn(ns, ["tcpdump", "-i", dev, "-n", "-l", "-p", "-U", "-tt"]);
+  await p.waitForOutput(/listening on/, { stream: "stderr", timeoutMs: 10_000 });
+  return p;
+}
+
+async function stop(p: Spawned): Promise<string[]> {
+  // Let the last packets reach the capture before it stops.
+  await new Promise((r) => setTimeout(r, 300));
+  await p.kill("SIGINT");
+  return p.stdoutText().split("\n").filter((l) => l.trim() !== "");
+}
+
+/** Lines that are neither WireGuard between the two endpoints nor link-local housekeeping. */
+function leaks(lines: string[], wg: RegExp): string[] {
+  return lines.filter((l) =>
+    !wg.test(l) &&
+    !/ ARP, /.test(l) &&
+    !/ICMP6, (neighbor|router) (solicitation|advertisement)|ICMP6, multicast listener/.test(l)
+  );
+}
+
+const STATIC_PROBE = `
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+  /* If this ran unwrapped it would send a DNS-sized datagram to argv[1]:53. */
+  struct sockaddr_in a;
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_port = htons(53);
+  inet_pton(AF_INET, argc > 1 ? argv[1] : "127.0.0.1", &a.sin_addr);
+  int s = socket(AF_INET, SOCK_DGRAM, 0);
+  sendto(s, "static leak probe", 17, 0, (struct sockaddr *)&a, sizeof a);
+  return 0;
+}
+`;
+
+netnsTest(
+  "wrapguard run: with a default route present, only WireGuard leaves the wrapped side",
+  async (t) => {
+    await withTopology({ hostNamespace: true }, async (topo) => {
+      await withRunWorld(topo, {}, async (w) => {
+        const link = topo.links[0]!;
+        await run(null, ["ip", "-n", w.host, "route", "add", "default", "via", topo.peerAddr], {
+          check: true,
+        });
+        await run(null, [
+          "ip",
+          "-n",
+          w.host,
+          "-6",
+          "route",
+          "add",
+          "default",
+          "via",
+          topo.peerAddr6,
+        ], {
+          check: true,
+        });
+        await Deno.writeTextFile(`${topo.tmpDir}/small`, "small\n");
+        topo.spawn(topo.peer, [
+          "python3",
+          "-m",
+          "http.server",
+          "--bind",
+          "::",
+          "--directory",
+          topo.tmpDir,
+          "8080",
+        ]);
+        topo.spawn(topo.peer, ["python3", UDP_ECHO, "server", PEER4, "9999"]);
+        await waitForPort(topo.peer, 8080);
+        await waitForPort(topo.peer, 9999, "udp");
+        const probe = `${topo.tmpDir}/static-probe`;
+        const cc = await run(null, ["gcc", "-static", "-x", "c", "-o", probe, "-"], {
+          stdin: STATIC_PROBE,
+        });
+        assert.equal(cc.code, 0, cc.stderr);
+
+        const wgUdp = new RegExp(
+          `IP ${topo.hostAddr.replaceAll(".", "\\.")}\\.${w.listenPort} > ${
+            topo.peerAddr.replaceAll(".", "\\.")
+          }\\.${w.wg.listenPort}: UDP|IP ${
+            topo.peerAddr.replaceAll(".", "\\.")
+          }\\.${w.wg.listenPort} > ${topo.hostAddr.replaceAll(".", "\\.")}\\.${w.listenPort}: UDP`,
+        );
+
+        await t.step(
+          "wrapped programs reach tunnel names and addresses; the capture sees only WireGuard",
+          async () => {
+            const dump = await capture(topo, w.host, link.hostIf);
+            let lines: string[];
+            try {
+              const byName = await w.wrap([
+                "curl",
+                "-sS",
+                "--max-time",
+                "10",
+                `http://${SVC_NAME}:8080/small`,
+              ]);
+              assert.equal(byName.stdout, "small\n", byName.stderr);
+              const v6 = await w.wrap([
+                "curl",
+                "-sS",
+                "--max-time",
+                "10",
+                `http://[${PEER6}]:8080/small`,
+              ]);
+              assert.equal(v6.stdout, "small\n", v6.stderr);
+              const getent = await w.wrap(["getent", "ahosts", SVC_NAME]);
+              assert.match(getent.stdout, /10\.77\.0\.1/, getent.stderr);
+              const dig = await w.wrap(["dig", "+short", "+tries=1", "+time=3", SVC_NAME]);
+              assert.equal(dig.stdout.trim(), PEER4, dig.stderr);
+              const udp = await w.wrap(["nc", "-u", "-w", "2", PEER4, "9999"], { stdin: "udp\n" });
+              assert.equal(udp.stdout, "udp\n", udp.stderr);
+              // node: getaddrinfo (dns.lookup) and c-ares (dns.resolve4, its own UDP to resolv.conf).
+              const node = await w.wrap([
+                "node",
+                "-e",
+                `const dns = require("dns").promises;
+Promise.all([dns.lookup("${SVC_NAME}", 4), dns.resolve4("${SVC_NAME}")])
+  .then(([a, b]) => console.log(a.address, b.join(",")))
+  .catch((e) => { console.error(e); process.exit(1); });`,
+              ]);
+              assert.equal(node.stdout.trim(), `${PEER4} ${PEER4}`, node.stderr);
+              // A name that does not exist fails without asking the host's resolver.
+              const nx = await w.wrap(["getent", "hosts", "nope.wg.test"]);
+              assert.equal(nx.code, 2);
+              // --kill-switch: a destination outside the tunnel is unreachable, although routed.
+              const ks = await w.wrap(
+                ["curl", "-sS", "--max-time", "5", `http://${topo.peerAddr}:8080/small`],
+                { args: ["--kill-switch"] },
+              );
+              assert.equal(ks.code, 7, ks.stderr);
+              assert.match(ks.stderr, /Network is unreachable|Couldn't connect/);
+              // A statically linked program is refused before it runs (it would send to the decoy).
+              const st = await w.wrap([probe, w.decoyNameserver]);
+              assert.equal(st.code, 126, st.stderr);
+              assert.match(st.stderr, /statically linked/);
+              assert.match(st.stderr, /wrapguard forward/);
+              assert.match(st.stderr, /wrapguard proxy/);
+            } finally {
+              lines = await stop(dump);
+            }
+            assert.ok(
+              lines.some((l) => wgUdp.test(l)),
+              `no WireGuard packets captured:\n${lines.join("\n")}`,
+            );
+            assert.deepEqual(
+              leaks(lines, wgUdp),
+              [],
+              "packets other than WireGuard left the wrapped side",
+            );
+          },
+        );
+
+        await t.step(
+          "the same capture sees unwrapped programs' traffic (it would have caught a leak)",
+          async () => {
+            const dump = await capture(topo, w.host, link.hostIf);
+            let lines: string[];
+            try {
+              // Through the default route straight to the peer namespace, not through the tunnel.
+              const curl = await run(w.host, [
+                "curl",
+                "-sS",
+                "--max-time",
+                "5",
+                `http://${PEER4}:8080/small`,
+              ]);
+              assert.equal(curl.stdout, "small\n", curl.stderr);
+              await run(w.host, ["getent", "hosts", SVC_NAME]);
+              await run(w.host, [probe, w.decoyNameserver]);
+            } finally {
+              lines = await stop(dump);
+            }
+            const leaked = leaks(lines, wgUdp).join("\n");
+            assert.match(leaked, /> 10\.77\.0\.1\.8080: Flags \[S\]/);
+            assert.match(
+              leaked,
+              new RegExp(`> ${w.decoyNameserver.replaceAll(".", "\\.")}\\.53: `),
+            );
+            assert.ok(!leaked.includes(OURS4), "the tunnel address never appears on the veth");
+          },
+        );
+      });
+    });
+  },
+  {
+    requires: ["tcpdump", "curl", "python3", "dnsmasq", "dig", "getent", "nc", "node", "gcc"],
+    timeoutMs: 90_000,
+  },
+);
