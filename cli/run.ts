@@ -153,20 +153,13 @@ function makeLogger(opts: RunOptions): { logger: Logger; close(): void } {
 }
 
 /**
- * Whether a terminal already delivered SIGINT/SIGQUIT to the program: it shares our process group,
- * and that group is the terminal's foreground group (so ^C reached both of us). Forwarding would
- * then deliver the signal twice.
+ * Whether a terminal delivers SIGINT/SIGQUIT to the program itself: the program shares our process
+ * group and our terminal, so ^C reaches both of us, and forwarding would deliver it twice. (Which
+ * group is in the foreground could only be read from /proc, which Deno opens only with
+ * --allow-all; a terminal on stdin is the case that matters.)
  */
 function terminalDelivers(): boolean {
-  try {
-    const stat = Deno.readTextFileSync("/proc/self/stat");
-    // "pid (comm) state ppid pgrp session tty_nr tpgid …"
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    const pgrp = Number(f[2]), tty = Number(f[4]), tpgid = Number(f[5]);
-    return tty !== 0 && tpgid === pgrp;
-  } catch {
-    return false;
-  }
+  return Deno.stdin.isTerminal();
 }
 
 function covered(config: Config, addr: IpBytes): boolean {
@@ -233,8 +226,10 @@ export async function main(args: string[]): Promise<number> {
   }
 
   const tmp = Deno.env.get("TMPDIR") || "/tmp";
-  await sweepStaleRunDirs(tmp);
   const dir = await Deno.makeTempDir({ prefix: runDirPrefix() });
+  // Our own directory tells our uid (Deno.uid() would need --allow-sys).
+  const uid = (await Deno.stat(dir)).uid;
+  if (uid !== null) await sweepStaleRunDirs(tmp, uid);
   const { logger, close: closeLog } = makeLogger(opts);
 
   // Signals: before the program runs they end the start-up; after, they go to the program.

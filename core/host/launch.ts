@@ -287,23 +287,33 @@ export function runDirPrefix(pid = Deno.pid): string {
   return `wrapguard-run-${pid}-`;
 }
 
-/** Our user id, from /proc (Deno.uid() would need --allow-sys for this one number). */
-function ownUid(): number | undefined {
+/** A run directory younger than this may still be starting (its broker not yet listening). */
+export const STALE_AFTER_MS = 30_000;
+
+/** Whether something accepts connections on the Unix socket at `path`. */
+async function listening(path: string): Promise<boolean> {
   try {
-    return Deno.statSync("/proc/self").uid ?? undefined;
+    const conn = await Deno.connect({ transport: "unix", path });
+    conn.close();
+    return true;
   } catch {
-    return undefined;
+    return false;
   }
 }
 
 /**
- * Removes run directories left in `tmp` by wrapguard processes that no longer exist (killed with
- * SIGKILL, so they could not clean up). Only this user's, only ours by name. Returns what it
- * removed.
+ * Removes run directories left in `tmp` by wrapguard processes that were killed before they could
+ * clean up (SIGKILL): directories named like ours, owned by `uid`, older than
+ * {@link STALE_AFTER_MS}, whose broker socket nobody listens on any more. (Whether their process
+ * lives cannot be asked of /proc without --allow-all; a socket without a listener is the same
+ * fact.) Returns what it removed.
  */
-export async function sweepStaleRunDirs(tmp: string, uid = ownUid()): Promise<string[]> {
+export async function sweepStaleRunDirs(
+  tmp: string,
+  uid: number,
+  now = Date.now(),
+): Promise<string[]> {
   const removed: string[] = [];
-  if (uid === undefined) return removed;
   let entries: Deno.DirEntry[];
   try {
     entries = Array.from(Deno.readDirSync(tmp));
@@ -311,16 +321,16 @@ export async function sweepStaleRunDirs(tmp: string, uid = ownUid()): Promise<st
     return removed;
   }
   for (const e of entries) {
-    const m = /^wrapguard-run-(\d+)-/.exec(e.name);
-    if (!m || !e.isDirectory) continue;
+    if (!/^wrapguard-run-\d+-/.test(e.name) || !e.isDirectory) continue;
     const path = `${tmp}/${e.name}`;
     try {
-      if (Deno.statSync(path).uid !== uid) continue;
-      Deno.statSync(`/proc/${m[1]}`);
-      continue; // its wrapguard still runs
+      const st = Deno.statSync(path);
+      if (st.uid !== uid) continue;
+      if (st.mtime !== null && now - st.mtime.getTime() < STALE_AFTER_MS) continue;
     } catch {
-      // gone (or unreadable): stale
+      continue;
     }
+    if (await listening(`${path}/broker.sock`)) continue;
     try {
       await Deno.remove(path, { recursive: true });
       removed.push(path);
