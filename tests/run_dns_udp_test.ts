@@ -65,14 +65,22 @@ netnsTest("wrapguard run: UDP both ways and name lookups through the tunnel", as
   await withTopology({ hostNamespace: true }, async (topo) => {
     await withRunWorld(topo, {}, async (w: RunWorld) => {
       topo.spawn(topo.peer, ["python3", UDP_ECHO, "server", PEER4, "9999"]);
+      topo.spawn(topo.peer, ["python3", UDP_ECHO, "server", PEER6, "9999"]);
       await waitForPort(topo.peer, 9999, "udp");
 
-      await t.step("nc -u from the wrapped side: a datagram and its echo", async () => {
-        const r = await w.wrap(["nc", "-u", "-w", "2", PEER4, "9999"], {
-          stdin: "ping over udp\n",
-        });
-        assert.equal(r.stdout, "ping over udp\n", r.stderr);
-      });
+      await t.step(
+        "nc -u from the wrapped side, IPv4 and IPv6: a datagram and its echo",
+        async () => {
+          const r = await w.wrap(["nc", "-u", "-w", "2", PEER4, "9999"], {
+            stdin: "ping over udp\n",
+          });
+          assert.equal(r.stdout, "ping over udp\n", r.stderr);
+          const r6 = await w.wrap(["nc", "-6", "-u", "-w", "2", PEER6, "9999"], {
+            stdin: "v6 ping\n",
+          });
+          assert.equal(r6.stdout, "v6 ping\n", r6.stderr);
+        },
+      );
 
       await t.step("nc -u listening on the tunnel address gets the peer's datagram", async () => {
         const listener = w.spawnWrapped(["nc", "-u", "-l", OURS4, "9998"]);
