@@ -228,18 +228,13 @@ export class Broker {
     const deadline = performance.now() + timeoutMs;
     while (!this.#hellos.has(pid)) {
       const left = deadline - performance.now();
-      if (left <= 0 || this.#closed || signal?.aborted) return this.#hellos.has(pid);
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      let wake!: () => void;
-      const woken = new Promise<void>((r) => (wake = r));
-      const onAbort = () => wake();
-      signal?.addEventListener("abort", onAbort, { once: true });
-      this.#helloWaiters.push(wake);
-      timer = setTimeout(wake, left);
-      await woken;
+      if (left <= 0 || this.#closed || signal?.aborted) return false;
+      const { promise, resolve } = Promise.withResolvers<void>();
+      signal?.addEventListener("abort", () => resolve(), { once: true });
+      this.#helloWaiters.push(resolve);
+      const timer = setTimeout(resolve, left);
+      await promise;
       clearTimeout(timer);
-      signal?.removeEventListener("abort", onAbort);
-      timer = undefined;
     }
     return true;
   }
