@@ -3,7 +3,7 @@
  * that its sockets (and its children's) use the tunnel, and waits for it.
  *
  * ```text
- * parse ─► load config ─► check the program (core/host/launch.ts: PATH, ELF, #!, setuid)
+ * parse ─► load config ─► check the program (core/host/launch.ts: PATH, ELF, #!, setuid, Go)
  *   ─► private dir (0700): libwrapguard.so (from the embedded bytes) + broker.sock
  *   ─► Tunnel.start ─► Broker.start (+ Resolver.forTunnel when the config has DNS =)
  *   ─► spawn cmd (stdio inherited, env + WRAPGUARD_* + LD_PRELOAD appended)
@@ -59,9 +59,10 @@ Options:
       --log-file FILE   append the log to FILE (JSON lines) instead of stderr
   -h, --help
 
-COMMAND must be dynamically linked and not setuid/setgid: the interposer is loaded
-through LD_PRELOAD, which a static or privileged program ignores. Such programs are
-refused (use 'wrapguard forward' or 'wrapguard proxy' to give them the tunnel).
+COMMAND must be dynamically linked, not setuid/setgid and not a Go program: the
+interposer is loaded through LD_PRELOAD, which a static or privileged program
+ignores, and Go makes its system calls past it. Such programs are refused (use
+'wrapguard forward' or 'wrapguard proxy' to give them the tunnel).
 
 Exit status: COMMAND's own, or 128+N when a signal N ended it; 1 when the tunnel
 could not start, 2 for usage errors, 126 when COMMAND cannot be wrapped, 127 when

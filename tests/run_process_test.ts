@@ -100,6 +100,7 @@ Deno.test("launch: resolving and inspecting the program before it runs", async (
       assert.match(sh.interpreter ?? "", /ld-linux/);
     }
     assert.deepEqual(inspectTarget("/bin/sh"), ["/bin/sh"]);
+    assert.equal(sh.kind === "elf" && sh.go, false);
   });
   await t.step("#! scripts are judged by their interpreter, through env", async () => {
     await withScratch(async ({ dir }) => {
@@ -190,6 +191,20 @@ Deno.test("wrapguard run: usage errors and refused programs", async (t) => {
       assert.match(r.stderr, /is setuid/);
       assert.match(r.stderr, /wrapguard forward/);
     });
+    if (which("wireguard-go") !== undefined) {
+      await t.step(
+        "a Go program (its own system calls), even dynamically linked: refused",
+        async () => {
+          const go = which("wireguard-go")!;
+          const info = inspectExecutable(go);
+          assert.ok(info.kind === "elf" && info.go);
+          const r = await wg(["run", "--config", config, "--", go, "--version"]);
+          assert.equal(r.code, 126);
+          assert.match(r.stderr, /is a Go program/);
+          assert.match(r.stderr, /wrapguard proxy/);
+        },
+      );
+    }
     if (HAVE_GCC) {
       await t.step(
         "statically linked, directly or as a script's interpreter: refused",

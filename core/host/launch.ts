@@ -6,7 +6,7 @@
  * command ─► resolveCommand (PATH, as execvp) ─► inspectTarget
  *              │                                   ├─ ELF: dynamically linked (PT_INTERP)?
  *              │                                   │       our architecture, 64-bit?
- *              │                                   │       not setuid/setgid?
+ *              │                                   │       not setuid/setgid? not Go?
  *              │                                   └─ "#!" script: the same for its interpreter
  *              │                                          (and for `env`'s program), ≤ 4 levels
  *              ▼
@@ -28,6 +28,7 @@ export type RefusalReason =
   | "static"
   | "setuid"
   | "architecture"
+  | "raw-syscalls"
   | "interpreter";
 
 /** A program the interposer cannot be active in: `run` refuses to start it. */
@@ -59,6 +60,12 @@ export type ExecutableInfo =
     dynamic: boolean;
     /** The loader it names. */
     interpreter?: string;
+    /**
+     * Built by Go (a `.go.buildinfo`, `.gopclntab` or `.note.go.buildid` section): its runtime
+     * makes system calls itself, so no preloaded library sees its sockets, even when it is
+     * dynamically linked (cgo).
+     */
+    go: boolean;
   }
   | { kind: "script"; interpreter: string; arg?: string }
   | { kind: "other" };
@@ -158,7 +165,38 @@ export function inspectExecutable(path: string): ExecutableInfo {
       break;
     }
   }
-  return { kind: "elf", bits, machine, dynamic, interpreter };
+  return {
+    kind: "elf",
+    bits,
+    machine,
+    dynamic,
+    interpreter,
+    go: hasGoSections(file, dv, bits, little),
+  };
+}
+
+/** Whether the section names include Go's (read from the section header string table). */
+function hasGoSections(file: Deno.FsFile, head: DataView, bits: 32 | 64, little: boolean): boolean {
+  const shoff = bits === 64 ? Number(head.getBigUint64(40, little)) : head.getUint32(32, little);
+  const shentsize = head.getUint16(bits === 64 ? 58 : 46, little);
+  const shnum = head.getUint16(bits === 64 ? 60 : 48, little);
+  const shstrndx = head.getUint16(bits === 64 ? 62 : 50, little);
+  if (shoff === 0 || shentsize < 24 || shnum === 0 || shnum > 4096 || shstrndx >= shnum) {
+    return false;
+  }
+  const table = readAt(file, shoff, shentsize * shnum);
+  if (table.length < shentsize * shnum) return false;
+  const tv = new DataView(table.buffer, table.byteOffset, table.length);
+  const at = shstrndx * shentsize;
+  const strOff = bits === 64
+    ? Number(tv.getBigUint64(at + 24, little))
+    : tv.getUint32(at + 16, little);
+  const strSize = bits === 64
+    ? Number(tv.getBigUint64(at + 32, little))
+    : tv.getUint32(at + 20, little);
+  if (strSize === 0 || strSize > 1 << 20) return false;
+  const names = new TextDecoder().decode(readAt(file, strOff, strSize)).split("\0");
+  return names.some((n) => n === ".go.buildinfo" || n === ".gopclntab" || n === ".note.go.buildid");
 }
 
 const ALTERNATIVES = "use 'wrapguard forward' or 'wrapguard proxy' for such a program";
@@ -166,7 +204,7 @@ const ALTERNATIVES = "use 'wrapguard forward' or 'wrapguard proxy' for such a pr
 /**
  * Checks that the interposer can be active in the program at `path` (for `arch`, a
  * `Deno.build.arch`): follows `#!` interpreters (and `env`'s program, looked up on `path`) and
- * refuses statically linked, setuid/setgid and foreign-architecture executables. Returns the chain
+ * refuses statically linked, setuid/setgid, Go and foreign-architecture executables. Returns the chain
  * of files that were checked, the program first.
  * @throws {LaunchRefused} naming the reason and the file.
  */
@@ -197,6 +235,14 @@ export function inspectTarget(
           current,
           `${current} is statically linked: the interposer cannot be loaded into it, so its ` +
             `network traffic would not go through the tunnel; ${ALTERNATIVES}`,
+        );
+      }
+      if (info.go) {
+        throw new LaunchRefused(
+          "raw-syscalls",
+          current,
+          `${current} is a Go program: its runtime makes system calls directly, past the ` +
+            `interposer, so its network traffic would not go through the tunnel; ${ALTERNATIVES}`,
         );
       }
       const want = ELF_MACHINE[arch];
