@@ -611,7 +611,9 @@ toolong:
 static int wg_res_nsearch(res_state st, const char *dname, int class, int type,
                           unsigned char *answer, int anslen) {
   size_t len = strlen(dname);
-  if (len > 0 && dname[len - 1] == '.') return wg_res_nquery(st, dname, class, type, answer, anslen);
+  if (len > 0 && dname[len - 1] == '.') {
+    return wg_res_nquery(st, dname, class, type, answer, anslen);
+  }
   int dots = 0;
   for (const char *p = dname; *p; p++) dots += *p == '.';
   int tried = 0, r = -1;

@@ -204,8 +204,8 @@ const ALTERNATIVES = "use 'wrapguard forward' or 'wrapguard proxy' for such a pr
 /**
  * Checks that the interposer can be active in the program at `path` (for `arch`, a
  * `Deno.build.arch`): follows `#!` interpreters (and `env`'s program, looked up on `path`) and
- * refuses statically linked, setuid/setgid, Go and foreign-architecture executables. Returns the chain
- * of files that were checked, the program first.
+ * refuses statically linked, setuid/setgid, Go and foreign-architecture executables. Returns the
+ * chain of files that were checked, the program first.
  * @throws {LaunchRefused} naming the reason and the file.
  */
 export function inspectTarget(
