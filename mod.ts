@@ -7,17 +7,39 @@
  * `tunnel.resolve()` and `tunnel.fetch()` use the config's `DNS =` through the tunnel,
  * `tunnel.stack.udp` datagrams, `tunnel.ping()` ICMP echo, `tunnel.status()` what `wg show` shows.
  *
- * @example Derive a public key and read a config
+ * @example Two tunnels on this machine, and a TCP echo between them
  * ```ts
- * import { encodeKey, generatePrivateKey, parseConfig, publicKeyOf } from "./mod.ts";
+ * import { encodeKey, generatePrivateKey, publicKeyOf, Tunnel } from "./mod.ts";
  *
- * const key = generatePrivateKey();
- * const config = parseConfig(
- *   `[Interface]\nPrivateKey = ${encodeKey(key)}\nAddress = 10.0.0.2/32\n\n` +
- *     `[Peer]\nPublicKey = ${encodeKey(publicKeyOf(generatePrivateKey()))}\n` +
- *     `AllowedIPs = 10.0.0.0/24\nEndpoint = 127.0.0.1:51820\n`,
+ * const serverKey = generatePrivateKey(), clientKey = generatePrivateKey();
+ * const server = await Tunnel.fromText(
+ *   `[Interface]\nPrivateKey = ${encodeKey(serverKey)}\nAddress = 10.9.0.1/32\n\n` +
+ *     `[Peer]\nPublicKey = ${encodeKey(publicKeyOf(clientKey))}\nAllowedIPs = 10.9.0.2/32\n`,
+ *   { listenAddress: "127.0.0.1" },
  * );
- * if (config.peers.length !== 1) throw new Error("expected one peer");
+ * const client = await Tunnel.fromText(
+ *   `[Interface]\nPrivateKey = ${encodeKey(clientKey)}\nAddress = 10.9.0.2/32\n\n` +
+ *     `[Peer]\nPublicKey = ${encodeKey(publicKeyOf(serverKey))}\nAllowedIPs = 10.9.0.1/32\n` +
+ *     `Endpoint = 127.0.0.1:${server.udp.port}\n`,
+ *   { listenAddress: "127.0.0.1" },
+ * );
+ *
+ * const listener = server.listen({ port: 7 });
+ * (async () => {
+ *   const conn = await listener.accept();
+ *   await conn.readable.pipeTo(conn.writable); // echo until the client half-closes
+ * })();
+ *
+ * const conn = await client.connect({ hostname: "10.9.0.1", port: 7 });
+ * await conn.writeAll(new TextEncoder().encode("hello through WireGuard"));
+ * await conn.closeWrite();
+ * const echoed = await new Response(conn.readable).text();
+ * if (echoed !== "hello through WireGuard") throw new Error(echoed);
+ *
+ * listener.close();
+ * client.close();
+ * server.close();
+ * await new Promise((r) => setTimeout(r, 10)); // let the UDP sockets finish closing
  * ```
  *
  * @module

@@ -12,6 +12,7 @@
  */
 import { lookup } from "node:dns/promises";
 import type { Config } from "../config/types.ts";
+import { loadConfig, parseConfig } from "../config/mod.ts";
 import { formatIP, type IpBytes, parseIP } from "../wire/addr.ts";
 import { Device, type DeviceEvent, type Endpoint, type Peer } from "../wireguard/device.ts";
 import { formatEndpoint } from "../wireguard/peer.ts";
@@ -143,6 +144,16 @@ export class Tunnel {
       addresses: config.interface.addresses.map((a) => formatIP(a.addr)),
     });
     return tunnel;
+  }
+
+  /** Starts a tunnel from a wg-quick file; errors name the file and line. */
+  static async fromFile(path: string, options: TunnelOptions = {}): Promise<Tunnel> {
+    return await Tunnel.start(await loadConfig(path), options);
+  }
+
+  /** Starts a tunnel from wg-quick text. */
+  static async fromText(text: string, options: TunnelOptions = {}): Promise<Tunnel> {
+    return await Tunnel.start(parseConfig(text), options);
   }
 
   /** Kicks the timers after the caller handed the stack new work outside a packet event. */
