@@ -9,7 +9,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { requireRoot, Topology, waitForPort, withTopology } from "../tests/_support/netns.ts";
+import { requireRoot, type Topology, waitForPort, withTopology } from "../tests/_support/netns.ts";
 import { withPair } from "../tests/_support/wg_pair.ts";
 
 const peerScript = new URL("../tests/_support/tcp_peer.py", import.meta.url).pathname;
