@@ -149,6 +149,22 @@ Promise.all([dns.lookup("${SVC_NAME}", 4), dns.resolve4("${SVC_NAME}")])
               // A name that does not exist fails without asking the host's resolver.
               const nx = await w.wrap(["getent", "hosts", "nope.wg.test"]);
               assert.equal(nx.code, 2);
+              // Reverse lookups are not hooked: libc's own resolver would send a PTR query
+              // through sockets no interposer sees, were its NSS not limited to /etc/hosts.
+              const ptr = await w.wrap(["getent", "hosts", PEER4]);
+              assert.equal(ptr.code, 2, ptr.stdout);
+              const ptr6 = await w.wrap([
+                "python3",
+                "-c",
+                `
+import socket
+try:
+    socket.gethostbyaddr("${PEER6}")
+except socket.herror as e:
+    print("herror")
+`,
+              ]);
+              assert.equal(ptr6.stdout, "herror\n", ptr6.stderr);
               // --kill-switch: a destination outside the tunnel is unreachable, although routed.
               const ks = await w.wrap(
                 ["curl", "-sS", "--max-time", "5", `http://${topo.peerAddr}:8080/small`],
