@@ -67,7 +67,7 @@ ignores, and Go makes its system calls past it. Such programs are refused (use
 Exit status: COMMAND's own, or 128+N when a signal N ended it; 1 when the tunnel
 could not start, 2 for usage errors, 126 when COMMAND cannot be wrapped, 127 when
 it was not found. SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 are
-passed on to COMMAND (with a terminal on stdin, ^C and ^\ reach COMMAND from the
+passed on to COMMAND (with a terminal on stdin, ^C and ^\\ reach COMMAND from the
 terminal itself, so wrapguard does not pass SIGINT/SIGQUIT on a second time).
 `;
 
