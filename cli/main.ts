@@ -13,6 +13,14 @@ const commands: Record<string, Command> = {
     summary: "run a program with its network traffic on the WireGuard network",
     load: () => import("./run.ts"),
   },
+  forward: {
+    summary: "forward Unix/TCP sockets to and from the WireGuard network (like ssh -L/-R)",
+    load: () => import("./forward.ts"),
+  },
+  proxy: {
+    summary: "SOCKS5 and HTTP proxy into the WireGuard network (for static programs, browsers…)",
+    load: () => import("./proxy.ts"),
+  },
   selftest: {
     summary: "prove the tunnel works on this machine with an embedded peer",
     load: () => import("./selftest.ts"),

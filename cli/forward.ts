@@ -1,0 +1,176 @@
+/**
+ * `wrapguard forward --config FILE -L LOCAL=DEST -R PORT=TARGET …`: ssh-style port forwards
+ * between this machine and the WireGuard network, with no root, interface or socat.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { Forwarder } from "../core/host/forward.ts";
+import {
+  type ForwardSpec,
+  ForwardSpecError,
+  parseLocalForward,
+  parseRemoteForward,
+} from "../core/host/forward_spec.ts";
+import {
+  dropPermissions,
+  logLevel,
+  makeLogger,
+  startTunnel,
+  untilStopSignal,
+} from "../core/host/forward_service.ts";
+import { type PassedSocket, passedSockets } from "../core/host/forward_systemd.ts";
+import type { Tunnel } from "../core/host/tunnel.ts";
+
+const HELP = `Usage: wrapguard forward --config FILE [-L LOCAL=DEST]… [-R BIND=TARGET]… [options]
+
+Forwards connections between this machine and the WireGuard network of FILE (a
+wg-quick config) as ssh -L/-R do, without root, a TUN device or socat. Any number
+of forwards run in one process; each carries many connections at once, and a
+half-close (shutdown of one direction) is passed through.
+
+  -L LOCAL=DEST     accept on LOCAL, connect to DEST through the tunnel
+       LOCAL   unix:PATH          a Unix socket, created mode 0600, removed on exit
+               tcp:127.0.0.1:PORT, tcp:[::1]:PORT
+               systemd[:NAME]     a listening socket passed by systemd (LISTEN_FDS):
+                                  the next one, or the one with FileDescriptorName=NAME
+       DEST    ADDRESS:PORT, [IPV6]:PORT or NAME:PORT (NAME resolved through the
+               tunnel with the config's DNS =)
+  -R BIND=TARGET    accept on our tunnel address, connect to TARGET on this machine
+       BIND    PORT (every tunnel address), ADDRESS:PORT or [IPV6]:PORT
+       TARGET  unix:PATH, tcp:HOST:PORT or tcp:[IPV6]:PORT
+
+Options:
+  -c, --config FILE     the wg-quick config (required)
+      --allow-remote    allow -L tcp: on an address that is not loopback
+      --log-level LEVEL error, warn, info (default) or debug (one line per connection)
+      --log-file FILE   append the log to FILE (JSON lines) instead of stderr
+  -h, --help
+
+Examples:
+  wrapguard forward -c wg0.conf -L unix:/run/user/1000/waypipe.sock=10.0.0.2:4000
+  wrapguard forward -c wg0.conf -R 4000=unix:/run/user/1000/waypipe-server.sock
+  wrapguard forward -c wg0.conf -L tcp:127.0.0.1:5432=db.internal:5432
+
+Runs until SIGINT, SIGTERM or SIGHUP (exit 0). Exit status 1 when the tunnel or a
+forward cannot start, 2 for usage errors.
+`;
+
+class UsageError extends Error {}
+
+interface ForwardOptions {
+  config: string;
+  specs: ForwardSpec[];
+  allowRemote: boolean;
+  logLevel: ReturnType<typeof logLevel>;
+  logFile?: string;
+}
+
+function parse(args: string[]): ForwardOptions | "help" {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args,
+      options: {
+        config: { type: "string", short: "c" },
+        local: { type: "string", short: "L", multiple: true },
+        remote: { type: "string", short: "R", multiple: true },
+        "allow-remote": { type: "boolean" },
+        "log-level": { type: "string" },
+        "log-file": { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  if (values.help) return "help";
+  if (values.config === undefined) throw new UsageError("--config is required");
+  const specs: ForwardSpec[] = [];
+  try {
+    for (const l of values.local ?? []) specs.push(parseLocalForward(l));
+    for (const r of values.remote ?? []) specs.push(parseRemoteForward(r));
+  } catch (e) {
+    if (e instanceof ForwardSpecError) throw new UsageError(e.message);
+    throw e;
+  }
+  if (specs.length === 0) throw new UsageError("no forward given (-L or -R)");
+  let level;
+  try {
+    level = logLevel(values["log-level"], "info");
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  return {
+    config: values.config,
+    specs,
+    allowRemote: values["allow-remote"] ?? false,
+    logLevel: level,
+    logFile: values["log-file"],
+  };
+}
+
+export async function main(args: string[]): Promise<number> {
+  let opts: ForwardOptions | "help";
+  try {
+    opts = parse(args);
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    console.error(`wrapguard forward: ${e.message}\n\n${HELP}`);
+    return 2;
+  }
+  if (opts === "help") {
+    console.log(HELP);
+    return 0;
+  }
+
+  // Passed sockets are ours alone: read them once and keep them from anything started later.
+  let passed: PassedSocket[];
+  try {
+    passed = passedSockets(Deno.env.toObject(), Deno.pid);
+  } catch (e) {
+    console.error(`wrapguard forward: ${(e as Error).message}`);
+    return 1;
+  }
+  for (const v of ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"]) Deno.env.delete(v);
+
+  const { logger, close: closeLog } = makeLogger(opts.logLevel, opts.logFile, {
+    cmd: "forward",
+  });
+  const stop = untilStopSignal();
+  let tunnel: Tunnel | undefined;
+  let forwarder: Forwarder | undefined;
+  try {
+    try {
+      tunnel = await startTunnel(opts.config, logger);
+      forwarder = await Forwarder.start(tunnel, opts.specs, {
+        logger,
+        passed,
+        allowRemote: opts.allowRemote,
+      });
+    } catch (e) {
+      logger.error("cannot start", { error: (e as Error).message });
+      if (opts.logFile !== undefined) console.error(`wrapguard forward: ${(e as Error).message}`);
+      return 1;
+    }
+    for (const f of forwarder.forwards) {
+      logger.info("forward listening", {
+        forward: `${f.spec.direction === "local" ? "-L" : "-R"} ${f.spec.text}`,
+        listening: f.listening,
+      });
+    }
+    await dropPermissions();
+    const sig = await stop.signal;
+    logger.info("stopping", { signal: sig });
+    return 0;
+  } finally {
+    stop.cancel();
+    await forwarder?.close();
+    tunnel?.close();
+    // node:dgram closes asynchronously; give it a turn before the process ends.
+    await new Promise((r) => setTimeout(r, 10));
+    closeLog();
+  }
+}

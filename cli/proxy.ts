@@ -1,0 +1,180 @@
+/**
+ * `wrapguard proxy --config FILE --socks5 ADDR:PORT --http ADDR:PORT`: a SOCKS5 and HTTP proxy
+ * into the WireGuard network, for programs that cannot be wrapped (static binaries, Go programs)
+ * or that speak to proxies anyway (browsers, git, kubectl, curl).
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import {
+  dropPermissions,
+  logLevel,
+  makeLogger,
+  startTunnel,
+  untilStopSignal,
+} from "../core/host/forward_service.ts";
+import { isLoopback } from "../core/host/forward_spec.ts";
+import { ProxyServer } from "../core/host/proxy.ts";
+import { Credentials, type ListenAddr, parseListenAddr } from "../core/host/proxy_io.ts";
+import type { Tunnel } from "../core/host/tunnel.ts";
+
+const HELP =
+  `Usage: wrapguard proxy --config FILE [--socks5 ADDR:PORT]… [--http ADDR:PORT]… [options]
+
+Serves a SOCKS5 and/or an HTTP proxy whose connections go into the WireGuard network
+of FILE (a wg-quick config), for programs that cannot be wrapped with 'wrapguard run'
+(statically linked programs, Go programs) and for proxy-aware ones (browsers, git,
+kubectl, curl). Names are resolved through the tunnel with the config's DNS =.
+Nothing goes to the host network: a destination outside every peer's AllowedIPs is
+refused.
+
+  --socks5 ADDR:PORT  SOCKS5 (RFC 1928): CONNECT and UDP ASSOCIATE; names sent by the
+                      client (socks5h://, curl --socks5-hostname) resolve in the tunnel
+  --http ADDR:PORT    HTTP: CONNECT (https and anything else) and plain http:// requests
+                      ADDR:PORT may be PORT alone (127.0.0.1), or [::1]:PORT; port 0
+                      picks a free one (the log says which)
+
+Options:
+  -c, --config FILE     the wg-quick config (required)
+      --auth-file FILE  require a user and password from FILE, one "user:password" per
+                        line (SOCKS5 RFC 1929 and HTTP Basic); keep it mode 0600
+      --allow-remote    allow listening on an address that is not loopback (anyone who
+                        can reach it can use the tunnel: combine with --auth-file)
+      --log-level LEVEL error, warn, info (default) or debug (one line per connection)
+      --log-file FILE   append the log to FILE (JSON lines) instead of stderr
+  -h, --help
+
+Examples:
+  wrapguard proxy -c wg0.conf --socks5 1080 --http 3128
+  curl --socks5-hostname 127.0.0.1:1080 http://service.internal/
+  HTTPS_PROXY=http://127.0.0.1:3128 kubectl get pods
+  git -c http.proxy=socks5h://127.0.0.1:1080 clone http://git.internal/repo
+
+Runs until SIGINT, SIGTERM or SIGHUP (exit 0). Exit status 1 when the tunnel or a
+listener cannot start, 2 for usage errors.
+`;
+
+class UsageError extends Error {}
+
+interface ProxyCliOptions {
+  config: string;
+  socks5: ListenAddr[];
+  http: ListenAddr[];
+  authFile?: string;
+  logLevel: ReturnType<typeof logLevel>;
+  logFile?: string;
+}
+
+function parse(args: string[]): ProxyCliOptions | "help" {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args,
+      options: {
+        config: { type: "string", short: "c" },
+        socks5: { type: "string", multiple: true },
+        http: { type: "string", multiple: true },
+        "auth-file": { type: "string" },
+        "allow-remote": { type: "boolean" },
+        "log-level": { type: "string" },
+        "log-file": { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  if (values.help) return "help";
+  if (values.config === undefined) throw new UsageError("--config is required");
+  const allowRemote = values["allow-remote"] ?? false;
+  let socks5: ListenAddr[], http: ListenAddr[], level;
+  try {
+    socks5 = (values.socks5 ?? []).map((a) => parseListenAddr(a, `--socks5 ${a}`, allowRemote));
+    http = (values.http ?? []).map((a) => parseListenAddr(a, `--http ${a}`, allowRemote));
+    level = logLevel(values["log-level"], "info");
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  if (socks5.length + http.length === 0) throw new UsageError("give --socks5 or --http (or both)");
+  return {
+    config: values.config,
+    socks5,
+    http,
+    authFile: values["auth-file"],
+    logLevel: level,
+    logFile: values["log-file"],
+  };
+}
+
+export async function main(args: string[]): Promise<number> {
+  let opts: ProxyCliOptions | "help";
+  try {
+    opts = parse(args);
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    console.error(`wrapguard proxy: ${e.message}\n\n${HELP}`);
+    return 2;
+  }
+  if (opts === "help") {
+    console.log(HELP);
+    return 0;
+  }
+
+  const { logger, close: closeLog } = makeLogger(opts.logLevel, opts.logFile, { cmd: "proxy" });
+  const stop = untilStopSignal();
+  let tunnel: Tunnel | undefined;
+  let server: ProxyServer | undefined;
+  try {
+    try {
+      let credentials: Credentials | undefined;
+      if (opts.authFile !== undefined) {
+        credentials = await Credentials.parse(
+          await Deno.readTextFile(opts.authFile),
+          opts.authFile,
+        );
+        const mode = (await Deno.stat(opts.authFile)).mode;
+        if (mode !== null && (mode & 0o077) !== 0) {
+          logger.warn("the auth file is readable by others (chmod 600 it)", {
+            file: opts.authFile,
+          });
+        }
+      }
+      tunnel = await startTunnel(opts.config, logger);
+      server = ProxyServer.start(tunnel, {
+        socks5: opts.socks5,
+        http: opts.http,
+        credentials,
+        logger,
+      });
+      if (!credentials && opts.socks5.concat(opts.http).some((a) => !isLoopback(a.hostname))) {
+        logger.warn(
+          "listening beyond loopback without --auth-file: whoever reaches it can use the tunnel",
+        );
+      }
+    } catch (e) {
+      logger.error("cannot start", { error: (e as Error).message });
+      if (opts.logFile !== undefined) console.error(`wrapguard proxy: ${(e as Error).message}`);
+      return 1;
+    }
+    for (const l of server.listening) {
+      const host = l.hostname.includes(":") ? `[${l.hostname}]` : l.hostname;
+      logger.info("proxy listening", {
+        protocol: l.protocol,
+        address: `${host}:${l.port}`,
+        auth: opts.authFile !== undefined,
+      });
+    }
+    await dropPermissions();
+    const sig = await stop.signal;
+    logger.info("stopping", { signal: sig });
+    return 0;
+  } finally {
+    stop.cancel();
+    await server?.close();
+    tunnel?.close();
+    await new Promise((r) => setTimeout(r, 10));
+    closeLog();
+  }
+}
