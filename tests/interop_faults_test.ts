@@ -32,20 +32,20 @@ const cases: Case[] = [
   {
     name: "3% loss each way",
     impair: { loss: 0.03 },
-    mib: 16,
+    mib: 100,
     saw: (s) => s.toTarget.lost > 100 && s.toClient.lost > 100,
   },
   {
     name: "25% reordering with 10 ms delay",
     impair: { reorder: 0.25, reorderDelayMs: 10, delayMs: 2 },
-    mib: 16,
+    mib: 100,
     saw: (s) => s.toTarget.reordered > 1000 && s.toClient.reordered > 1000,
   },
   {
     name: "1% duplication",
     impair: { duplicate: 0.01 },
-    mib: 16,
-    saw: (s) => s.toTarget.duplicated > 50 && s.toClient.duplicated > 50,
+    mib: 100,
+    saw: (s) => s.toTarget.duplicated > 300 && s.toClient.duplicated > 300,
   },
   {
     // Gilbert–Elliott: Good→Bad 3%, Bad→Good 25%, lose 90% in Bad: ~10% loss in bursts.
