@@ -22,7 +22,12 @@ import {
   type LocalListener,
 } from "./forward_local.ts";
 import { type Duplex, relay } from "./forward_relay.ts";
-import { type ForwardSpec, isLoopback } from "./forward_spec.ts";
+import {
+  type ForwardSpec,
+  isLoopback,
+  type LocalForward,
+  type RemoteForward,
+} from "./forward_spec.ts";
 import { assignPassedSockets, type PassedSocket } from "./forward_systemd.ts";
 import type { TunnelConn, TunnelListener } from "./net_tcp.ts";
 import { type Logger, silentLogger } from "./log.ts";
@@ -52,8 +57,8 @@ export class ForwardError extends Error {
 }
 
 type Opened =
-  | { spec: ForwardSpec & { direction: "local" }; local: LocalListener }
-  | { spec: ForwardSpec & { direction: "remote" }; remote: TunnelListener };
+  | { spec: LocalForward; local: LocalListener }
+  | { spec: RemoteForward; remote: TunnelListener };
 
 /** Runs a set of forwards over one tunnel. */
 export class Forwarder {
@@ -84,14 +89,14 @@ export class Forwarder {
     options: ForwarderOptions = {},
   ): Promise<Forwarder> {
     const logger = options.logger ?? silentLogger;
-    const activated = specs.filter((s) => s.direction === "local" && s.listen.kind === "systemd");
+    const activated = specs.filter((s): s is LocalForward =>
+      s.direction === "local" && s.listen.kind === "systemd"
+    );
     let passed: PassedSocket[] = [];
     if (activated.length > 0) {
       try {
         passed = assignPassedSockets(
-          activated.map((s) =>
-            s.direction === "local" && s.listen.kind === "systemd" ? s.listen.name : undefined
-          ),
+          activated.map((s) => s.listen.kind === "systemd" ? s.listen.name : undefined),
           options.passed ?? [],
         );
       } catch (e) {

@@ -35,15 +35,24 @@ export interface HostPort {
   port: number;
 }
 
-/** One forward, as parsed from the command line; `text` is what the user wrote. */
-export type ForwardSpec =
-  | { direction: "local"; text: string; listen: LocalListen; to: HostPort }
-  | {
-    direction: "remote";
-    text: string;
-    bind: { hostname?: string; port: number };
-    to: LocalTarget;
-  };
+/** A `-L` forward; `text` is what the user wrote. */
+export interface LocalForward {
+  direction: "local";
+  text: string;
+  listen: LocalListen;
+  to: HostPort;
+}
+
+/** A `-R` forward; `text` is what the user wrote. */
+export interface RemoteForward {
+  direction: "remote";
+  text: string;
+  bind: { hostname?: string; port: number };
+  to: LocalTarget;
+}
+
+/** One forward, as parsed from the command line. */
+export type ForwardSpec = LocalForward | RemoteForward;
 
 /** Thrown for a forward that cannot be parsed; the message names the option and the reason. */
 export class ForwardSpecError extends SyntaxError {
@@ -127,7 +136,7 @@ function localEnd(text: string, what: string, listening: boolean): LocalListen {
 }
 
 /** Parses the argument of `-L`. */
-export function parseLocalForward(text: string): ForwardSpec {
+export function parseLocalForward(text: string): LocalForward {
   const what = `-L ${text}`;
   const eq = text.lastIndexOf("=");
   if (eq < 0) throw new ForwardSpecError(`${what}: expected LOCAL=ADDRESS:PORT`);
@@ -137,7 +146,7 @@ export function parseLocalForward(text: string): ForwardSpec {
 }
 
 /** Parses the argument of `-R`. */
-export function parseRemoteForward(text: string): ForwardSpec {
+export function parseRemoteForward(text: string): RemoteForward {
   const what = `-R ${text}`;
   const eq = text.indexOf("=");
   if (eq < 0) throw new ForwardSpecError(`${what}: expected PORT=TARGET`);
