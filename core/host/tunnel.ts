@@ -23,6 +23,7 @@ import { connectTcp, netAddr, type TunnelConn, TunnelListener } from "./net_tcp.
 import { Resolver } from "./dns.ts";
 import { tunnelFetch } from "./http.ts";
 import { type Logger, silentLogger } from "./log.ts";
+import { PolicyTable } from "./routes.ts";
 import { Scheduler } from "./scheduler.ts";
 import { UdpTransport } from "./udp.ts";
 
@@ -66,6 +67,8 @@ export class Tunnel {
   readonly udp: UdpTransport;
   readonly scheduler: Scheduler;
   readonly logger: Logger;
+  /** Filtered policy routes (`Route = CIDR:tcp:443`), checked before cryptokey routing. */
+  readonly policy: PolicyTable = new PolicyTable();
   #closed = false;
   #pingSeq = 0;
   #resolver: Resolver | undefined;
@@ -91,7 +94,9 @@ export class Tunnel {
       addresses: config.interface.addresses.map((p) => p.addr),
       mtu,
       output: (packet) => {
-        this.device.send(this.scheduler.now(), packet);
+        const peer = this.policy.forPacket(packet);
+        if (peer) this.device.sendToPeer(this.scheduler.now(), peer, packet);
+        else this.device.send(this.scheduler.now(), packet);
       },
     });
     this.stack.onEchoReply = (_now, _from, _ident, seq) => this.#pings.get(seq)?.();
@@ -154,6 +159,11 @@ export class Tunnel {
   /** Starts a tunnel from wg-quick text. */
   static async fromText(text: string, options: TunnelOptions = {}): Promise<Tunnel> {
     return await Tunnel.start(parseConfig(text), options);
+  }
+
+  /** The peer a connection to `dst` goes to: a matching policy route, else AllowedIPs. */
+  routeFor(dst: IpBytes, protocol: "tcp" | "udp", port: number): Peer | undefined {
+    return this.policy.match(dst, protocol, port) ?? this.device.route(dst);
   }
 
   /** Kicks the timers after the caller handed the stack new work outside a packet event. */

@@ -13,7 +13,7 @@
  *
  * @module
  */
-import type { IpBytes } from "../wire/addr.ts";
+import { type IpBytes, type Prefix, prefixContains } from "../wire/addr.ts";
 import {
   messageType,
   readCounter,
@@ -168,6 +168,8 @@ export class Device {
   readonly #cookies: CookieChecker;
   readonly #peers = new Map<string, Peer>();
   readonly #routes = new AllowedIPs<Peer>();
+  /** Sources a peer may also use without being routed there (filtered policy routes). */
+  readonly #extraSources = new Map<Peer, Prefix[]>();
   readonly #indices = new Map<number, IndexEntry>();
   // Handshake messages seen in the current one-second window, and how long load lasts.
   #loadWindowStart = -Infinity;
@@ -205,7 +207,32 @@ export class Device {
   removePeer(peer: Peer): void {
     this.#peers.delete(keyId(peer.publicKey));
     this.#routes.removeValue(peer);
+    this.#extraSources.delete(peer);
     this.#zeroKeys(peer);
+  }
+
+  /**
+   * Routes `prefix` to `peer` in both directions, exactly as adding it to the peer's AllowedIPs
+   * would: `send` picks the peer for destinations in it (longest prefix wins), and the peer may
+   * send from it. This is wg-quick's exit node (`0.0.0.0/0`) or a policy route.
+   */
+  addRoute(prefix: Prefix, peer: Peer): void {
+    this.#routes.insert(prefix, peer);
+  }
+
+  /**
+   * Lets `peer` send from `prefix` without routing `prefix` to it: for policy routes that match
+   * only some traffic (one protocol or port), whose packets go out with {@link sendToPeer} and
+   * whose replies must pass the inbound source check.
+   */
+  acceptFrom(prefix: Prefix, peer: Peer): void {
+    const list = this.#extraSources.get(peer);
+    if (list) list.push(prefix);
+    else this.#extraSources.set(peer, [prefix]);
+  }
+
+  #acceptsFrom(peer: Peer, src: IpBytes): boolean {
+    return this.#extraSources.get(peer)?.some((p) => prefixContains(p, src)) ?? false;
   }
 
   get peers(): Iterable<Peer> {
@@ -591,7 +618,7 @@ export class Device {
     const packet = plain.subarray(0, length);
     // Cryptokey routing inbound: the source must be one this peer is allowed to use.
     const src = sourceOf(packet);
-    if (!src || this.#routes.lookup(src) !== peer) {
+    if (!src || (this.#routes.lookup(src) !== peer && !this.#acceptsFrom(peer, src))) {
       this.stats.allowedIPsMismatch++;
       return;
     }

@@ -17,6 +17,8 @@ export interface BrokerHost extends TcpHost {
   };
   /** Cryptokey routing: the peer a destination goes to, if any. */
   readonly device: { route(dst: IpBytes): unknown };
+  /** Policy routing first (a `Route = CIDR:tcp:443`), then cryptokey routing; a `Tunnel` has it. */
+  routeFor?(dst: IpBytes, protocol: "tcp" | "udp", port: number): unknown;
 }
 
 /** Counters, for status output and tests. */

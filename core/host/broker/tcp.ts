@@ -16,7 +16,7 @@
  *
  * @module
  */
-import { type IpBytes, unmapIPv4 } from "../../wire/addr.ts";
+import { formatIP, type IpBytes, unmapIPv4 } from "../../wire/addr.ts";
 import type { TcpConnection } from "../../netstack/tcp/connection.ts";
 import { TcpError } from "../../netstack/tcp/errors.ts";
 import { TunnelConn } from "../net_tcp.ts";
@@ -46,8 +46,14 @@ export async function serveConnect(
   const { host, logger } = ctx;
   const dst = unmapIPv4(req.remote.addr).slice();
   // No peer's AllowedIPs cover the destination: a kernel without a route says ENETUNREACH.
-  if (!host.device.route(dst)) {
+  const peer = host.routeFor ? host.routeFor(dst, "tcp", req.remote.port) : host.device.route(dst);
+  if (!peer) {
     ctx.stats.tcpFailed++;
+    logger.warn("refused: no peer routes this destination", {
+      dst: formatIP(dst),
+      port: req.remote.port,
+      protocol: "tcp",
+    });
     await writeAll(unix, errorReply(Status.NetUnreach));
     return;
   }

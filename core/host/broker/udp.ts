@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { type IpBytes, unmapIPv4 } from "../../wire/addr.ts";
+import { formatIP, type IpBytes, unmapIPv4 } from "../../wire/addr.ts";
 import type { UdpSocket } from "../../netstack/udp.ts";
 import type { BrokerContext } from "./context.ts";
 import { readExact, writeAll } from "./io.ts";
@@ -44,6 +44,7 @@ export async function serveUdp(ctx: BrokerContext, unix: Deno.Conn, req: Request
   stats.udpAssociations++;
   const untrack = ctx.track(sock);
   let queued = 0;
+  let refused = false;
   let writing = Promise.resolve();
   sock.onDatagram = (data, srcAddr, srcPort) => {
     if (queued + data.length > UDP_QUEUE_LIMIT) {
@@ -76,6 +77,22 @@ export async function serveUdp(ctx: BrokerContext, unix: Deno.Conn, req: Request
       const f = decodeFrameHeader(head);
       const payload = await readExact(unix, f.length);
       if (!payload) break;
+      const dst = unmapIPv4(f.peer.addr);
+      const routed = host.routeFor
+        ? host.routeFor(dst, "udp", f.peer.port)
+        : host.device.route(dst);
+      if (!routed) {
+        stats.udpSendErrors++;
+        if (!refused) {
+          refused = true; // once per socket: a program may send many
+          ctx.logger.warn("refused: no peer routes this destination", {
+            dst: formatIP(dst),
+            port: f.peer.port,
+            protocol: "udp",
+          });
+        }
+        continue;
+      }
       try {
         sock.send(f.peer.addr, f.peer.port, payload);
       } catch {
