@@ -3,16 +3,20 @@
 #   libwrapguard-x86_64.so   with gcc on x86_64 (or x86_64-linux-gnu-gcc elsewhere)
 #   libwrapguard-aarch64.so  with aarch64-linux-gnu-gcc (or gcc on aarch64); skipped if absent
 #   protocol_test            the protocol/config unit-test binary, for this machine
-#   embedded.ts              the libraries as base64 per architecture, imported by cli/run.ts so
-#                            that `deno run` from source and `deno compile` both carry them
+#   probe-<arch>             wrapguard-probe (probe.c, not part of the library), the program
+#                            selftest and doctor run under the interposer, per architecture
+#   embedded.ts              the libraries and probes as base64 per architecture, imported by
+#                            cli/run.ts, cli/selftest.ts and cli/doctor.ts so that `deno run`
+#                            from source and `deno compile` both carry them
 # Each output is written to a temporary name and renamed, so concurrent builds never expose a
 # half-written library. Needs only a C compiler; links only libc, libdl and libpthread.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-out=build
+out=${WRAPGUARD_PRELOAD_OUT:-build}
 mkdir -p "$out"
-srcs=(*.c)
+srcs=()
+for f in *.c; do [ "$f" = probe.c ] || srcs+=("$f"); done
 cflags=(-std=gnu11 -O2 -fPIC -Wall -Wextra -Werror -fvisibility=hidden -fno-strict-aliasing)
 ldflags=(-shared -Wl,--no-undefined -Wl,-soname,libwrapguard.so -Wl,-z,relro -Wl,-z,now)
 libs=(-ldl -lpthread)
@@ -46,6 +50,22 @@ build_lib() {
 build_lib "$cc_x86_64" x86_64
 build_lib "$cc_aarch64" aarch64
 
+build_probe() {
+  local cc=$1 arch=$2
+  command -v "$cc" >/dev/null 2>&1 || return 0
+  local tmp
+  tmp=$(mktemp "$out/.probe-$arch.XXXXXX")
+  if ! "$cc" -std=gnu11 -O2 -s -Wall -Wextra -Werror -o "$tmp" probe.c; then
+    rm -f "$tmp"
+    return 1
+  fi
+  install_file "$tmp" "$out/probe-$arch"
+  echo "preload: built $out/probe-$arch"
+}
+
+build_probe "$cc_x86_64" x86_64
+build_probe "$cc_aarch64" aarch64
+
 # The unit-test binary links the pure parts (protocol, config, sockaddr) without any hook.
 native_cc=gcc
 command -v "$native_cc" >/dev/null 2>&1 || native_cc=cc
@@ -68,6 +88,14 @@ tmp=$(mktemp "$out/.embedded.XXXXXX")
   for arch in x86_64 aarch64; do
     if [ -f "$out/libwrapguard-$arch.so" ]; then
       printf '  "%s": "%s",\n' "$arch" "$(base64 -w0 "$out/libwrapguard-$arch.so")"
+    fi
+  done
+  echo "};"
+  echo "/** wrapguard-probe (preload/probe.c) for each architecture, as base64. */"
+  echo "export const probes: Readonly<Record<string, string>> = {"
+  for arch in x86_64 aarch64; do
+    if [ -f "$out/probe-$arch" ]; then
+      printf '  "%s": "%s",\n' "$arch" "$(base64 -w0 "$out/probe-$arch")"
     fi
   done
   echo "};"
