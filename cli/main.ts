@@ -21,6 +21,14 @@ const commands: Record<string, Command> = {
     summary: "SOCKS5 and HTTP proxy into the WireGuard network (for static programs, browsers…)",
     load: () => import("./proxy.ts"),
   },
+  show: {
+    summary: "list your running tunnels: peers, endpoints, handshakes, transfer (as wg show)",
+    load: () => import("./show.ts"),
+  },
+  doctor: {
+    summary: "check a config, its peers, the interposer and a program before running it",
+    load: () => import("./doctor.ts"),
+  },
   selftest: {
     summary: "prove the tunnel works on this machine with an embedded peer",
     load: () => import("./selftest.ts"),
