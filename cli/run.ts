@@ -31,9 +31,28 @@ import {
   sweepStaleRunDirs,
   usableInLdPreload,
 } from "../core/host/launch.ts";
-import { isLogLevel, Logger, type LogLevel, type LogSink } from "../core/host/log.ts";
+import type { LogLevel } from "../core/host/log.ts";
+import {
+  applyRoutes,
+  describeRule,
+  interposerRoutes,
+  planRoutes,
+  RouteError,
+  type RoutePlan,
+} from "../core/host/routes.ts";
+import { statusDir, type StatusRecord, StatusServer } from "../core/host/status.ts";
 import { Tunnel } from "../core/host/tunnel.ts";
-import { formatIP, type IpBytes } from "../core/wire/addr.ts";
+import {
+  hostAddresses,
+  makeLogger,
+  TUNNEL_OPTIONS,
+  TUNNEL_OPTIONS_HELP,
+  TUNNEL_OPTIONS_WITH_VALUE,
+  type TunnelCliOptions,
+  tunnelOptions,
+  UsageError,
+} from "./_options.ts";
+import { formatIP, type IpBytes, prefixContains } from "../core/wire/addr.ts";
 // The interposer travels inside the program. preload/build.sh (`deno task build:preload`, run by
 // .ci/run) writes this module from the libraries it built: a static import is what `deno compile`
 // bundles, and it works unchanged for `deno run` from source. (Reading the .so beside the source
@@ -51,13 +70,13 @@ the host's resolver. Listening sockets bound to the tunnel address (or to the
 wildcard) are reachable from the peers.
 
 Options:
-  -c, --config FILE     the wg-quick config (required)
+${TUNNEL_OPTIONS_HELP}
       --kill-switch     destinations outside the tunnel fail with "network unreachable"
                         (on by default when AllowedIPs covers 0.0.0.0/0 or ::/0)
-      --log-level LEVEL error, warn (default), info or debug; debug also makes the
-                        interposer print its decisions on COMMAND's stderr
-      --log-file FILE   append the log to FILE (JSON lines) instead of stderr
   -h, --help
+
+With --log-level debug (and no --log-file) the interposer also prints its
+decisions on COMMAND's stderr. 'wrapguard show' lists the running tunnel.
 
 COMMAND must be dynamically linked, not setuid/setgid and not a Go program: the
 interposer is loaded through LD_PRELOAD, which a static or privileged program
@@ -85,15 +104,9 @@ const SIGNUM: Partial<Record<Deno.Signal, number>> = {
   SIGTERM: 15,
 };
 
-interface RunOptions {
-  config: string;
-  killSwitch: boolean;
-  logLevel: LogLevel;
-  logFile?: string;
+interface RunOptions extends TunnelCliOptions {
   command: string[];
 }
-
-class UsageError extends Error {}
 
 function parse(args: string[]): RunOptions | "help" {
   // Options end at "--" or at the first word that is not one: the rest is the command's.
@@ -101,7 +114,7 @@ function parse(args: string[]): RunOptions | "help" {
   let own = dash >= 0 ? args.slice(0, dash) : args;
   let command = dash >= 0 ? args.slice(dash + 1) : [];
   if (dash < 0) {
-    const withValue = new Set(["-c", "--config", "--log-level", "--log-file"]);
+    const withValue = new Set(TUNNEL_OPTIONS_WITH_VALUE);
     let i = 0;
     while (i < args.length && args[i]!.startsWith("-")) i += withValue.has(args[i]!) ? 2 : 1;
     own = args.slice(0, i);
@@ -111,13 +124,7 @@ function parse(args: string[]): RunOptions | "help" {
   try {
     ({ values } = parseArgs({
       args: own,
-      options: {
-        config: { type: "string", short: "c" },
-        "kill-switch": { type: "boolean" },
-        "log-level": { type: "string" },
-        "log-file": { type: "string" },
-        help: { type: "boolean", short: "h" },
-      },
+      options: { ...TUNNEL_OPTIONS, help: { type: "boolean", short: "h" } },
       strict: true,
       allowPositionals: false,
     }));
@@ -125,33 +132,9 @@ function parse(args: string[]): RunOptions | "help" {
     throw new UsageError((e as Error).message);
   }
   if (values.help) return "help";
-  if (values.config === undefined) throw new UsageError("--config is required");
+  const shared = tunnelOptions(values, { logLevel: "warn" as LogLevel });
   if (command.length === 0) throw new UsageError("no command given");
-  const level = values["log-level"] ?? "warn";
-  if (!isLogLevel(level)) {
-    throw new UsageError(`--log-level must be error, warn, info or debug, not '${level}'`);
-  }
-  return {
-    config: values.config,
-    killSwitch: values["kill-switch"] ?? false,
-    logLevel: level,
-    logFile: values["log-file"],
-    command,
-  };
-}
-
-function makeLogger(opts: RunOptions): { logger: Logger; close(): void } {
-  if (opts.logFile !== undefined) {
-    const file = Deno.openSync(opts.logFile, { append: true, create: true, mode: 0o600 });
-    const enc = new TextEncoder();
-    const sink: LogSink = { write: (line) => void file.writeSync(enc.encode(line)) };
-    return {
-      logger: new Logger({ level: opts.logLevel, sink, format: "json" }),
-      close: () => file.close(),
-    };
-  }
-  const format = Deno.stderr.isTerminal() ? "text" : "json";
-  return { logger: new Logger({ level: opts.logLevel, format }), close() {} };
+  return { ...shared, command };
 }
 
 /**
@@ -164,7 +147,10 @@ function terminalDelivers(): boolean {
   return Deno.stdin.isTerminal();
 }
 
-function covered(config: Config, addr: IpBytes): boolean {
+function covered(config: Config, plan: RoutePlan, addr: IpBytes): boolean {
+  if (plan.rules.some((r) => r.protocol === undefined && prefixContains(r.prefix, addr))) {
+    return true;
+  }
   return config.peers.some((p) =>
     p.allowedIPs.some((pre) => {
       if (pre.addr.length !== addr.length) return false;
@@ -176,6 +162,24 @@ function covered(config: Config, addr: IpBytes): boolean {
       return true;
     })
   );
+}
+
+/** wg-quick's interface name: the config file's name without `.conf`. */
+function interfaceName(path: string): string {
+  return (path.split("/").pop() ?? path).replace(/\.conf$/, "");
+}
+
+/** Policy routes per peer public key, for `wrapguard show`. */
+function routeLines(config: Config, plan: RoutePlan, tunnel: Tunnel): Record<string, string[]> {
+  const keys = tunnel.status().peers.map((p) => p.publicKey);
+  const out: Record<string, string[]> = {};
+  for (const r of plan.rules) {
+    const key = keys[r.peerIndex];
+    if (key === undefined || config.peers[r.peerIndex] === undefined) continue;
+    const text = describeRule(r) + (r.origin === "--exit-node" ? " (exit node)" : "");
+    (out[key] ??= []).push(text);
+  }
+  return out;
 }
 
 function say(message: string): void {
@@ -203,13 +207,22 @@ export async function main(args: string[]): Promise<number> {
     say((e as Error).message);
     return 1;
   }
-  for (const w of config.warnings) {
-    say(`warning: ${opts.config}${w.line > 0 ? `:${w.line}` : ""}: ${w.message}`);
+  let plan: RoutePlan;
+  try {
+    plan = planRoutes(config, opts);
+  } catch (e) {
+    if (!(e instanceof RouteError)) throw e;
+    console.error(`wrapguard run: ${e.message}\n\n${HELP}`);
+    return 2;
   }
+  // Warnings are log lines: a JSON log stays JSON, and --log-file keeps the terminal silent.
+  const warnings: string[] = config.warnings.map((w) =>
+    `${opts.config}${w.line > 0 ? `:${w.line}` : ""}: ${w.message}`
+  );
   for (const server of config.interface.dns.servers) {
-    if (!covered(config, server)) {
-      say(
-        `warning: DNS server ${formatIP(server)} is in no peer's AllowedIPs: ` +
+    if (!covered(config, plan, server)) {
+      warnings.push(
+        `DNS server ${formatIP(server)} is in no peer's AllowedIPs: ` +
           `name lookups will fail`,
       );
     }
@@ -233,6 +246,8 @@ export async function main(args: string[]): Promise<number> {
   const uid = (await Deno.stat(dir)).uid;
   if (uid !== null) await sweepStaleRunDirs(tmp, uid);
   const { logger, close: closeLog } = makeLogger(opts);
+  for (const w of warnings) logger.warn(w);
+  const statusPath = uid === null ? undefined : statusDir(uid);
 
   // Signals: before the program runs they end the start-up; after, they go to the program.
   let child: Deno.ChildProcess | undefined;
@@ -256,6 +271,7 @@ export async function main(args: string[]): Promise<number> {
 
   let tunnel: Tunnel | undefined;
   let broker: Broker | undefined;
+  let statusServer: StatusServer | undefined;
   try {
     await Deno.chmod(dir, 0o700);
     if (!usableInLdPreload(dir)) {
@@ -273,6 +289,14 @@ export async function main(args: string[]): Promise<number> {
     }
     try {
       tunnel = await Tunnel.start(config, { logger });
+      applyRoutes(tunnel, plan);
+      for (const r of plan.rules) {
+        logger.info("route", {
+          route: describeRule(r),
+          peer: tunnel.status().peers[r.peerIndex]?.publicKey,
+          origin: r.origin,
+        });
+      }
       const resolver = config.interface.dns.servers.length > 0
         ? Resolver.forTunnel(tunnel)
         : undefined;
@@ -280,6 +304,7 @@ export async function main(args: string[]): Promise<number> {
         logger,
         dir,
         resolver,
+        routes: interposerRoutes(config, plan, hostAddresses()),
         killSwitch: opts.killSwitch || undefined,
       });
     } catch (e) {
@@ -287,9 +312,34 @@ export async function main(args: string[]): Promise<number> {
       return 1;
     }
     if (early) return 128 + (SIGNUM[early] ?? 0);
+    if (statusPath !== undefined && uid !== null) {
+      const running = tunnel;
+      const started = Date.now();
+      const routes = routeLines(config, plan, running);
+      const killSwitch = broker.env().WRAPGUARD_KILL_SWITCH === "1";
+      const record = (): StatusRecord => ({
+        ...running.status(),
+        pid: Deno.pid,
+        kind: "run",
+        interface: interfaceName(opts.config),
+        config: opts.config,
+        command: opts.command.join(" "),
+        started,
+        routes,
+        killSwitch,
+      });
+      try {
+        statusServer = await StatusServer.start(statusPath, uid, record);
+      } catch (e) {
+        logger.warn("wrapguard show will not list this tunnel", {
+          dir: statusPath,
+          error: (e as Error).message,
+        });
+      }
+    }
 
     const extra: Record<string, string> = { WRAPGUARD_HELLO: "1" };
-    if (opts.logLevel === "debug") extra.WRAPGUARD_DEBUG = "1";
+    if (opts.logLevel === "debug" && opts.logFile === undefined) extra.WRAPGUARD_DEBUG = "1";
     const env = childEnv(Deno.env.toObject(), broker.env(), lib, extra);
     try {
       child = new Deno.Command(target, {
@@ -341,6 +391,7 @@ export async function main(args: string[]): Promise<number> {
     return status.code;
   } finally {
     for (const { sig, handler } of listeners) Deno.removeSignalListener(sig, handler);
+    await statusServer?.close();
     await broker?.close().catch(() => {});
     tunnel?.close();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
