@@ -1,0 +1,120 @@
+/**
+ * The single binary's ingredients: preload/build.sh builds the interposer and the probe for both
+ * architectures (x86_64 and aarch64 — a missing cross compiler is a failure here, as CI installs
+ * it), the ELF machine fields are right, and the bytes embedded in preload/build/embedded.ts are
+ * the built files. Then `deno task compile` (.ci/compile): it builds both binaries where a runtime
+ * base is available (DENORT_BIN*), and otherwise says so plainly and exits 1 — run inside a
+ * network namespace so that its download attempt cannot leave the machine.
+ */
+import assert from "node:assert/strict";
+import { decodeEmbedded } from "../core/host/doctor_world.ts";
+import { libraries, probes } from "../preload/build/embedded.ts";
+
+const ROOT = new URL("../", import.meta.url).pathname;
+const MACHINE: Record<string, number> = { x86_64: 62, aarch64: 183 };
+
+function elfMachine(bytes: Uint8Array): number {
+  assert.deepEqual([...bytes.subarray(0, 4)], [0x7f, 0x45, 0x4c, 0x46], "an ELF file");
+  assert.equal(bytes[4], 2, "64-bit");
+  return new DataView(bytes.buffer, bytes.byteOffset).getUint16(18, true);
+}
+
+Deno.test("preload: both interposers and probes build for their architecture; embedded = built", async () => {
+  const out = await Deno.makeTempDir({ prefix: "wg-preload-" });
+  try {
+    const r = await new Deno.Command("bash", {
+      args: [`${ROOT}preload/build.sh`],
+      env: { WRAPGUARD_PRELOAD_OUT: out },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const log = new TextDecoder().decode(r.stdout) + new TextDecoder().decode(r.stderr);
+    assert.equal(r.code, 0, log);
+    for (const arch of ["x86_64", "aarch64"]) {
+      for (const name of [`libwrapguard-${arch}.so`, `probe-${arch}`]) {
+        let bytes: Uint8Array;
+        try {
+          bytes = await Deno.readFile(`${out}/${name}`);
+        } catch {
+          throw new Error(`${name} was not built (is its compiler installed?):\n${log}`);
+        }
+        assert.equal(elfMachine(bytes), MACHINE[arch], `${name} is for ${arch}`);
+      }
+      // What the program carries is what preload/build holds (CI builds it before the tests).
+      const lib = decodeEmbedded(libraries[arch] ?? "");
+      const probe = decodeEmbedded(probes[arch] ?? "");
+      assert.equal(elfMachine(lib), MACHINE[arch]);
+      assert.equal(elfMachine(probe), MACHINE[arch]);
+      assert.deepEqual(lib, await Deno.readFile(`${ROOT}preload/build/libwrapguard-${arch}.so`));
+      assert.deepEqual(probe, await Deno.readFile(`${ROOT}preload/build/probe-${arch}`));
+    }
+  } finally {
+    await Deno.remove(out, { recursive: true });
+  }
+});
+
+const HAVE_BASE = ["DENORT_BIN", "DENORT_BIN_X86_64", "DENORT_BIN_AARCH64"].some((v) =>
+  (Deno.env.get(v) ?? "") !== ""
+);
+const UNSHARE = await new Deno.Command("unshare", { args: ["-rn", "true"], stderr: "null" })
+  .output().then((o) => o.success, () => false);
+
+Deno.test({
+  name: "compile: without a runtime base it says so plainly and exits 1",
+  ignore: HAVE_BASE || !UNSHARE,
+  async fn() {
+    const dist = await Deno.makeTempDir({ prefix: "wg-dist-" });
+    try {
+      const r = await new Deno.Command("unshare", {
+        args: ["-rn", "bash", `${ROOT}.ci/compile`],
+        env: { WRAPGUARD_DIST: dist, WRAPGUARD_COMPILE_TIMEOUT: "60", DENO_NO_UPDATE_CHECK: "1" },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const err = new TextDecoder().decode(r.stderr);
+      assert.equal(r.code, 1, err);
+      for (const arch of ["x86_64", "aarch64"]) {
+        assert.match(
+          err,
+          new RegExp(
+            `cannot build ${dist}/wrapguard-${arch}-linux: deno compile needs Deno's runtime base`,
+          ),
+        );
+        assert.match(err, new RegExp(`DENORT_BIN_${arch.toUpperCase()}=/path/to/denort`));
+      }
+      assert.deepEqual([...Deno.readDirSync(dist)].filter((e) => !e.name.includes(".tmp")), []);
+    } finally {
+      await Deno.remove(dist, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "compile: with a runtime base, both binaries build and the native one passes selftest",
+  ignore: !HAVE_BASE,
+  async fn() {
+    const dist = await Deno.makeTempDir({ prefix: "wg-dist-" });
+    try {
+      const r = await new Deno.Command("bash", {
+        args: [`${ROOT}.ci/compile`],
+        env: { WRAPGUARD_DIST: dist },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      assert.equal(r.code, 0, new TextDecoder().decode(r.stderr));
+      for (const arch of ["x86_64", "aarch64"]) {
+        const bytes = await Deno.readFile(`${dist}/wrapguard-${arch}-linux`);
+        assert.equal(elfMachine(bytes), MACHINE[arch]);
+      }
+      const st = await new Deno.Command(`${dist}/wrapguard-${Deno.build.arch}-linux`, {
+        args: ["selftest", "--json"],
+        clearEnv: true,
+        env: { PATH: "/usr/bin:/bin" },
+        stdout: "piped",
+      }).output();
+      assert.equal(st.code, 0, new TextDecoder().decode(st.stdout));
+    } finally {
+      await Deno.remove(dist, { recursive: true });
+    }
+  },
+});
