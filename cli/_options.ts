@@ -54,8 +54,8 @@ export const TUNNEL_OPTIONS_HELP = `  -c, --config FILE     the wg-quick config 
       --route CIDR:IP   send CIDR (IPv4 or IPv6) through the peer whose AllowedIPs
                         contain IP, and accept CIDR from it; repeatable. Config
                         peers may have "Route = CIDR[:tcp|udp[:PORT]]" lines too
-      --log-level LEVEL error, warn (default), info or debug; info logs handshakes,
-                        endpoint changes and refusals
+      --log-level LEVEL error, warn (default), info or debug; refusals are warnings,
+                        info adds handshakes, endpoint changes and routes
       --log-file FILE   append the log to FILE as JSON lines; nothing goes to the
                         terminal
       --log-format FMT  json or text for the log on stderr (default: text on a

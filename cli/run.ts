@@ -5,7 +5,9 @@
  * ```text
  * parse ─► load config ─► check the program (core/host/launch.ts: PATH, ELF, #!, setuid, Go)
  *   ─► private dir (0700): libwrapguard.so (from the embedded bytes) + broker.sock
- *   ─► Tunnel.start ─► Broker.start (+ Resolver.forTunnel when the config has DNS =)
+ *   ─► Tunnel.start ─► routes (core/host/routes.ts: --exit-node, --route, Route =)
+ *   ─► Broker.start (+ Resolver.forTunnel when the config has DNS =; WRAPGUARD_ROUTES from the
+ *      routes) ─► status socket for `wrapguard show` (core/host/status.ts)
  *   ─► spawn cmd (stdio inherited, env + WRAPGUARD_* + LD_PRELOAD appended)
  *   ─► revoke --allow-run/--allow-env ─► HELLO from cmd within 5 s, or kill it (fail closed)
  *   ─► forward SIGINT/SIGTERM/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2 ─► cmd exits
