@@ -86,6 +86,11 @@ export class UdpTransport {
     return this.#socket.address().port;
   }
 
+  /** Datagrams waiting for their turn to be sent (not counting the one in flight). */
+  get queued(): number {
+    return (this.#queue.length - this.#queueHead) / 2;
+  }
+
   /**
    * Queues one datagram. Deno's node:dgram completes concurrent sends in any order, which would
    * reorder the tunnel's packets and look like network reordering to TCP; so one send is in
