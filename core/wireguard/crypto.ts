@@ -2,6 +2,8 @@
  * The primitives of paper section 5.4: HASH, MAC, HMAC, KDF1..3, AEAD, XAEAD, DH and TAI64N.
  * noble is the reference implementation (DESIGN decision 8). Every function here is synchronous
  * and allocation-light: the transport path seals and opens in place in the caller's buffer.
+ * AEAD uses the runtime's native ChaCha20-Poly1305 (aead_node.ts) when it reproduces an
+ * RFC 8439 vector at load time, else noble; {@link aeadBackend} says which.
  *
  * @module
  */
@@ -9,6 +11,7 @@ import { x25519 } from "@noble/curves/ed25519.js";
 import { blake2s } from "@noble/hashes/blake2.js";
 import { hmac } from "@noble/hashes/hmac.js";
 import { chacha20poly1305, xchacha20poly1305 } from "@noble/ciphers/chacha.js";
+import { nodeOpen, nodeSeal } from "./aead_node.ts";
 
 const encoder = new TextEncoder();
 
@@ -67,6 +70,92 @@ function counterNonce(counter: number): Uint8Array {
 
 const EMPTY = new Uint8Array(0);
 
+/** A ChaCha20-Poly1305 implementation: 12-byte nonce, tag appended, `out` untouched if forged. */
+export interface AeadBackend {
+  readonly name: "node" | "noble";
+  seal(
+    key: Uint8Array,
+    nonce: Uint8Array,
+    plain: Uint8Array,
+    aad: Uint8Array,
+    out: Uint8Array,
+  ): void;
+  open(
+    key: Uint8Array,
+    nonce: Uint8Array,
+    sealed: Uint8Array,
+    aad: Uint8Array,
+    out: Uint8Array,
+  ): boolean;
+}
+
+/** The reference implementation. */
+export const nobleAead: AeadBackend = {
+  name: "noble",
+  seal(key, nonce, plain, aad, out) {
+    chacha20poly1305(key, nonce, aad).encrypt(plain, out);
+  },
+  open(key, nonce, sealed, aad, out) {
+    try {
+      chacha20poly1305(key, nonce, aad).decrypt(sealed, out);
+      return true;
+    } catch {
+      return false;
+    }
+  },
+};
+
+/** The runtime's native implementation (aead_node.ts). */
+export const nodeAead: AeadBackend = { name: "node", seal: nodeSeal, open: nodeOpen };
+
+/**
+ * Whether `candidate` reproduces noble on RFC 8439 2.8.2 (with AAD), on a packet-sized random
+ * input, and refuses a forged tag. Anything else, including a throw, means "do not use it".
+ */
+export function agreesWithNoble(candidate: AeadBackend): boolean {
+  try {
+    const hex = (s: string) => Uint8Array.from(s.match(/../g)!, (b) => parseInt(b, 16));
+    const key = hex("808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f");
+    const nonce = hex("070000004041424344454647");
+    const aad = hex("50515253c0c1c2c3c4c5c6c7");
+    const plain = new TextEncoder().encode(
+      "Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the " +
+        "future, sunscreen would be it.",
+    );
+    const inputs: [Uint8Array, Uint8Array][] = [[plain, aad], [
+      new Uint8Array(1424).fill(7),
+      EMPTY,
+    ]];
+    for (const [p, a] of inputs) {
+      const want = new Uint8Array(p.length + 16), got = new Uint8Array(p.length + 16);
+      nobleAead.seal(key, nonce, p, a, want);
+      candidate.seal(key, nonce, p, a, got);
+      if (!equalConstantTime(want, got)) return false;
+      const back = new Uint8Array(p.length);
+      if (!candidate.open(key, nonce, got, a, back) || !equalConstantTime(back, p)) return false;
+      got[got.length - 1]! ^= 1;
+      if (candidate.open(key, nonce, got, a, back)) return false;
+    }
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+let backend: AeadBackend = agreesWithNoble(nodeAead) ? nodeAead : nobleAead;
+
+/** The AEAD in use: "node" (native) or "noble" (fallback). */
+export function aeadBackend(): "node" | "noble" {
+  return backend.name;
+}
+
+/** Chooses the AEAD (tests and benchmarks compare the two); returns the previous one. */
+export function setAeadBackend(next: AeadBackend): AeadBackend {
+  const previous = backend;
+  backend = next;
+  return previous;
+}
+
 /** AEAD(key, counter, plain, aad) into `out` (plain.length + 16 bytes; may be plain's buffer). */
 export function aeadSeal(
   key: Uint8Array,
@@ -75,7 +164,7 @@ export function aeadSeal(
   aad: Uint8Array,
   out: Uint8Array,
 ): void {
-  chacha20poly1305(key, counterNonce(counter), aad).encrypt(plain, out);
+  backend.seal(key, counterNonce(counter), plain, aad, out);
 }
 
 /** Opens `sealed` into `out` (sealed.length - 16 bytes); false when authentication fails. */
@@ -86,12 +175,7 @@ export function aeadOpen(
   aad: Uint8Array,
   out: Uint8Array,
 ): boolean {
-  try {
-    chacha20poly1305(key, counterNonce(counter), aad).decrypt(sealed, out);
-    return true;
-  } catch {
-    return false;
-  }
+  return backend.open(key, counterNonce(counter), sealed, aad, out);
 }
 
 /** Convenience for handshake fields: returns a new sealed array. */
