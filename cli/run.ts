@@ -9,7 +9,7 @@
  *   ─► Broker.start (+ Resolver.forTunnel when the config has DNS =; WRAPGUARD_ROUTES from the
  *      routes) ─► status socket for `wrapguard show` (core/host/status.ts)
  *   ─► spawn cmd (stdio inherited, env + WRAPGUARD_* + LD_PRELOAD appended)
- *   ─► revoke --allow-run/--allow-env ─► HELLO from cmd within 5 s, or kill it (fail closed)
+ *   ─► lockDown: revoke run, write, env ─► HELLO from cmd within 5 s, or kill it (fail closed)
  *   ─► forward SIGINT/SIGTERM/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2 ─► cmd exits
  *   ─► close broker and tunnel, remove the dir ─► exit with cmd's code (128+signal if killed)
  * ```
@@ -19,6 +19,7 @@
  *
  * @module
  */
+import { lockDown, type Sandbox } from "../core/host/sandbox.ts";
 import { parseArgs } from "node:util";
 import { type Config, loadConfig } from "../core/config/mod.ts";
 import { Broker } from "../core/host/broker.ts";
@@ -253,6 +254,7 @@ export async function main(args: string[]): Promise<number> {
 
   // Signals: before the program runs they end the start-up; after, they go to the program.
   let child: Deno.ChildProcess | undefined;
+  let sandbox: Sandbox | undefined;
   let early: Deno.Signal | undefined;
   const listeners = FORWARDED.map((sig) => {
     const handler = () => {
@@ -357,9 +359,9 @@ export async function main(args: string[]): Promise<number> {
       return 126;
     }
     logger.info("started", { command: name, pid: child.pid });
-    // DESIGN.md decision 7: nothing else is started, and the environment has been read.
-    await Deno.permissions.revoke({ name: "run" });
-    await Deno.permissions.revoke({ name: "env" });
+    // DESIGN.md decision 7: from here on the host cannot start programs, write files or read
+    // the environment; a janitor started just before removes the private directory at the end.
+    sandbox = await lockDown(dir);
     if (early) child.kill(early);
 
     const running = child;
@@ -392,8 +394,10 @@ export async function main(args: string[]): Promise<number> {
     logger.info("exited", { command: name, code: status.code, signal: status.signal });
     return status.code;
   } finally {
+    await sandbox?.release();
     for (const { sig, handler } of listeners) Deno.removeSignalListener(sig, handler);
-    await statusServer?.close();
+    // With write revoked, the status socket's file stays; `show` removes stale ones.
+    await statusServer?.close().catch(() => {});
     await broker?.close().catch(() => {});
     tunnel?.close();
     await Deno.remove(dir, { recursive: true }).catch(() => {});

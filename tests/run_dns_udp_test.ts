@@ -54,9 +54,16 @@ async function waitFor<T>(what: string, f: () => T | undefined, ms = 10_000): Pr
 }
 
 /** The wrapped program under a running `wrapguard run` (its only child). */
-async function wrappedChild(wrapper: Spawned): Promise<number> {
+/** The wrapped program among wrapguard's children (the sandbox's janitor `sh` is one too). */
+async function wrappedChild(wrapper: Spawned, comm = "sleep"): Promise<number> {
   return await waitFor("the wrapped program", () => {
-    const kids = childrenOf(wrapper.pid);
+    const kids = childrenOf(wrapper.pid).filter((k) => {
+      try {
+        return Deno.readTextFileSync(`/proc/${k}/comm`).trim() === comm;
+      } catch {
+        return false;
+      }
+    });
     return kids.length === 1 ? kids[0] : undefined;
   });
 }

@@ -57,6 +57,33 @@ function entries(dir: string): string[] {
   return Array.from(Deno.readDirSync(dir), (e) => e.name).sort();
 }
 
+/** The children of `pid` whose command name is `comm` (the janitor is a child too). */
+function childrenNamed(pid: number, comm: string): number[] {
+  return childrenOf(pid).filter((k) => {
+    try {
+      return Deno.readTextFileSync(`/proc/${k}/comm`).trim() === comm;
+    } catch {
+      return false;
+    }
+  });
+}
+
+/** Waits until `pid` has a child named `comm` (a `sh -c "…; exec sleep"` takes a moment). */
+async function waitForChildNamed(pid: number, comm: string): Promise<number[]> {
+  for (let i = 0; i < 200; i++) {
+    const found = childrenNamed(pid, comm);
+    if (found.length > 0) return found;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error(`no child named ${comm} of ${pid}`);
+}
+
+async function waitUntilEmpty(dir: string): Promise<void> {
+  for (let i = 0; i < 200 && entries(dir).length > 0; i++) {
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
 function childrenOf(pid: number): number[] {
   const out: number[] = [];
   for (const e of Deno.readDirSync("/proc")) {
@@ -273,7 +300,7 @@ Deno.test("wrapguard run: signals reach the program, its status comes back, noth
         const p = start(["sh", "-c", "echo ready; exec sleep 60"]);
         try {
           await p.waitForOutput("ready", { timeoutMs: 15_000 });
-          const kids = childrenOf(p.pid);
+          const kids = await waitForChildNamed(p.pid, "sleep");
           assert.equal(kids.length, 1);
           Deno.kill(kids[0]!, "SIGKILL");
           const r = await p.wait(15_000);
@@ -287,13 +314,31 @@ Deno.test("wrapguard run: signals reach the program, its status comes back, noth
     );
 
     await t.step(
-      "a directory left by a wrapguard that was SIGKILLed is swept by the next run",
+      "wrapguard SIGKILLed: its janitor removes the directory",
       async () => {
         const p = start(["sh", "-c", "echo ready; exec sleep 60"]);
         await p.waitForOutput("ready", { timeoutMs: 15_000 });
-        const kids = childrenOf(p.pid);
+        const program = await waitForChildNamed(p.pid, "sleep");
         Deno.kill(p.pid, "SIGKILL"); // wrapguard itself: it cannot clean up
-        for (const k of kids) Deno.kill(k, "SIGKILL");
+        for (const k of program) Deno.kill(k, "SIGKILL");
+        await waitUntilEmpty(tmp);
+        await p.kill("SIGKILL");
+        assert.deepEqual(entries(tmp), []);
+      },
+    );
+
+    await t.step(
+      "a directory left when wrapguard and its janitor were both killed is swept by the next run",
+      async () => {
+        const p = start(["sh", "-c", "echo ready; exec sleep 60"]);
+        await p.waitForOutput("ready", { timeoutMs: 15_000 });
+        const program = await waitForChildNamed(p.pid, "sleep");
+        const janitor = childrenNamed(p.pid, "sh");
+        assert.equal(janitor.length, 1);
+        // The janitor first, so that it cannot see wrapguard go.
+        for (const k of janitor) Deno.kill(k, "SIGKILL");
+        Deno.kill(p.pid, "SIGKILL");
+        for (const k of program) Deno.kill(k, "SIGKILL");
         await p.kill("SIGKILL");
         assert.equal(entries(tmp).length, 1);
         // Old enough not to be a run that is still starting.
