@@ -79,3 +79,74 @@ Deno.test({
     assert.equal((r.report as { namespace?: boolean }).namespace, true, "ran in a namespace");
   },
 });
+
+// Must-show: a newcomer who is not root. A copy of the project and of the npm cache, owned by
+// `nobody`, run as `nobody` with an empty environment and --cached-only (nothing is fetched).
+const isRoot = Deno.uid() === 0;
+const setpriv = await new Deno.Command("setpriv", { args: ["--version"], stdout: "null" })
+  .output()
+  .then((o) => o.success, () => false);
+Deno.test({
+  name: "selftest passes as an unprivileged user (nobody) on a copy of the project",
+  ignore: !isRoot || !setpriv,
+  async fn() {
+    const base = await Deno.makeTempDir({ prefix: "wrapguard-nobody-" });
+    try {
+      await Deno.chmod(base, 0o755);
+      const repo = `${base}/repo`;
+      await Deno.mkdir(repo);
+      for (const item of ["cli", "core", "preload", "deno.json", "deno.lock"]) {
+        const r = await new Deno.Command("cp", { args: ["-r", `${root}${item}`, repo] }).output();
+        assert.ok(r.success, `copy ${item}`);
+      }
+      const cache = Deno.env.get("DENO_DIR") ?? `${Deno.env.get("HOME")}/.cache/deno`;
+      await Deno.mkdir(`${base}/deno`);
+      const c = await new Deno.Command("cp", { args: ["-r", `${cache}/npm`, `${base}/deno/`] })
+        .output();
+      assert.ok(c.success, "copy the npm cache");
+      for (const d of ["home", "tmp"]) await Deno.mkdir(`${base}/${d}`);
+      const own = await new Deno.Command("chown", { args: ["-R", "nobody:nogroup", base] })
+        .output();
+      assert.ok(own.success);
+      const out = await new Deno.Command("setpriv", {
+        args: [
+          "--reuid=nobody",
+          "--regid=nogroup",
+          "--clear-groups",
+          Deno.execPath(),
+          "run",
+          "--cached-only",
+          ...flags,
+          "cli/main.ts",
+          "selftest",
+          "--json",
+        ],
+        cwd: repo,
+        clearEnv: true,
+        env: {
+          HOME: `${base}/home`,
+          DENO_DIR: `${base}/deno`,
+          TMPDIR: `${base}/tmp`,
+          PATH: "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+          DENO_NO_UPDATE_CHECK: "1",
+        },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const text = new TextDecoder().decode(out.stdout);
+      let report;
+      try {
+        report = JSON.parse(text);
+      } catch {
+        throw new Error(
+          `no JSON (exit ${out.code}):\n${text}\n${new TextDecoder().decode(out.stderr)}`,
+        );
+      }
+      assertAllPassed({ code: out.code, report });
+      // Nothing left behind in the user's temp dir.
+      assert.deepEqual([...Deno.readDirSync(`${base}/tmp`)].map((e) => e.name), []);
+    } finally {
+      await Deno.remove(base, { recursive: true });
+    }
+  },
+});
