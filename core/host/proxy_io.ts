@@ -58,6 +58,7 @@ export class BufferedDuplex implements Duplex {
       const b = this.#buf;
       for (let i = Math.max(from, 3); i < b.length; i++) {
         if (b[i] === 10 && b[i - 1] === 13 && b[i - 2] === 10 && b[i - 3] === 13) {
+          if (i + 1 > max) break;
           const head = b.subarray(0, i + 1);
           this.#buf = b.subarray(i + 1);
           return latin1(head);
