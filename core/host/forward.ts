@@ -191,7 +191,9 @@ export class Forwarder {
         const tc = other as TunnelConn;
         log.debug("connection", { to: showAddr(tc.remoteAddr), via: showAddr(tc.localAddr) });
       } else {
-        const from = showAddr((accepted as TunnelConn).remoteAddr);
+        const tc = accepted as TunnelConn;
+        tc.setNoDelay(true);
+        const from = showAddr(tc.remoteAddr);
         try {
           other = await connectLocal(o.spec.to);
         } catch (e) {
@@ -201,7 +203,7 @@ export class Forwarder {
             error: (e as Error).message,
           });
           // A reset tells the peer at once, as a refused connection would have.
-          (accepted as TunnelConn).abort();
+          tc.abort();
           return;
         }
         log.debug("connection", { from, to: describeTarget(o.spec.to) });

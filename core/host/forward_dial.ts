@@ -76,7 +76,14 @@ export async function dialTunnel(
     );
   }
   try {
-    return await tunnel.connect({ hostname: formatIP(dst), port, signal: options.signal });
+    // No Nagle: a relay forwards what the application already chose to send; holding a small
+    // write back for an ACK would only add latency (ssh does the same for its forwards).
+    return await tunnel.connect({
+      hostname: formatIP(dst),
+      port,
+      signal: options.signal,
+      noDelay: true,
+    });
   } catch (e) {
     throw new DialError(classify(e), `${where}: ${(e as Error).message}`, { cause: e });
   }

@@ -124,7 +124,10 @@ export class PassedListener {
       const server = net.createServer({ allowHalfOpen: true });
       const onError = (e: Error) =>
         reject(
-          new SocketActivationError(`cannot listen on passed fd ${socket.fd}: ${e.message}`),
+          new SocketActivationError(
+            `cannot listen on passed fd ${socket.fd} (${socket.name}): ${e.message}; it must be ` +
+              `a listening stream socket (a .socket unit with Accept=no)`,
+          ),
         );
       server.once("error", onError);
       server.listen({ fd: socket.fd }, () => {
