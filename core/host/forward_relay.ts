@@ -51,11 +51,8 @@ function quietly(fn: () => unknown): void {
   }
 }
 
-/**
- * Relays until both directions have ended, then closes both sides. `initial` bytes (read from
- * `a` before the relay began, e.g. after a proxy request) go to `b` first.
- */
-export async function relay(a: Duplex, b: Duplex, initial?: Uint8Array): Promise<RelayResult> {
+/** Relays until both directions have ended, then closes both sides. */
+export async function relay(a: Duplex, b: Duplex): Promise<RelayResult> {
   const result: RelayResult = { aToB: 0, bToA: 0 };
   let failed = false;
   const fail = (e: Error) => {
@@ -64,12 +61,8 @@ export async function relay(a: Duplex, b: Duplex, initial?: Uint8Array): Promise
     result.error = e;
     for (const side of [a, b]) quietly(() => side.abort ? side.abort() : side.close());
   };
-  const pump = async (from: Duplex, to: Duplex, count: (n: number) => void, first?: Uint8Array) => {
+  const pump = async (from: Duplex, to: Duplex, count: (n: number) => void) => {
     try {
-      if (first && first.length > 0) {
-        await writeAll(to, first);
-        count(first.length);
-      }
       const buf = new Uint8Array(ChunkSize);
       for (;;) {
         const n = await from.read(buf);
@@ -83,7 +76,7 @@ export async function relay(a: Duplex, b: Duplex, initial?: Uint8Array): Promise
     }
   };
   await Promise.all([
-    pump(a, b, (n) => result.aToB += n, initial),
+    pump(a, b, (n) => result.aToB += n),
     pump(b, a, (n) => result.bToA += n),
   ]);
   if (!failed) {
