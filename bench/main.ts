@@ -469,7 +469,7 @@ PersistentKeepalive = 25
               env: HOST_ENV,
             });
             try {
-              await proc.waitForOutput(/"held"/, { stream: "stdout", timeoutMs: 60_000 });
+              await proc.waitForOutput(/"held"/, { stream: "stdout", timeoutMs: 20_000 });
               await sleep(1000);
               const pid = tunnelOf(m, proc);
               if (pid === undefined) throw new Error("no tunnel process");
