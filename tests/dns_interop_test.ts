@@ -2,64 +2,26 @@
 // from a config with `DNS =`, asks dnsmasq in the peer namespace through wireguard-go. dnsmasq is
 // bound only to the tunnel addresses, so an answer can only have come through the tunnel.
 import assert from "node:assert/strict";
-import { genKey, netnsTest, type Topology, withTopology } from "./_support/netns.ts";
+import { netnsTest, type Topology, withTopology } from "./_support/netns.ts";
+import { withPair } from "./_support/wg_pair.ts";
 import { type Dnsmasq, startDnsmasq } from "./_support/dnsmasq.ts";
 import type { WireguardGo } from "./_support/wggo.ts";
-import { parseConfig } from "../core/config/mod.ts";
-import { Tunnel } from "../core/host/tunnel.ts";
+import type { Tunnel } from "../core/host/tunnel.ts";
 import {
   DnsNotFoundError,
   DnsServerFailError,
   DnsTimeoutError,
   Resolver,
 } from "../core/host/dns.ts";
-import { publicKeyOf } from "../core/wireguard/keys.ts";
 import { formatIP, parseIP } from "../core/wire/addr.ts";
 
-const MTU = 1420;
-
 /** wireguard-go (10.77.0.1, fd77::1) and our tunnel (.2, ::2) with the given `DNS =` line. */
-async function withDnsPair(
+function withDnsPair(
   topo: Topology,
   dnsLine: string,
   fn: (p: { wg: WireguardGo; tunnel: Tunnel }) => Promise<void>,
 ): Promise<void> {
-  const ourPrivate = await genKey();
-  const ourPublic = btoa(String.fromCharCode(...publicKeyOf(
-    Uint8Array.from(atob(ourPrivate), (c) => c.charCodeAt(0)),
-  )));
-  const wg = await topo.startWireguardGo(topo.peer, {
-    addresses: ["10.77.0.1/24", "fd77::1/64"],
-    mtu: MTU,
-    peers: [],
-  });
-  const config = parseConfig(
-    `[Interface]
-PrivateKey = ${ourPrivate}
-Address = 10.77.0.2/32, fd77::2/128
-MTU = ${MTU}
-${dnsLine}
-
-[Peer]
-PublicKey = ${wg.publicKey}
-Endpoint = ${topo.endpoint(wg)}
-AllowedIPs = 10.77.0.0/24, fd77::/64
-`,
-    { file: "dns.conf" },
-  );
-  const tunnel = await Tunnel.start(config, { listenAddress: topo.hostAddr });
-  try {
-    await wg.setPeer({
-      publicKey: ourPublic,
-      allowedIPs: ["10.77.0.2/32", "fd77::2/128"],
-      endpoint: `${topo.hostAddr}:${tunnel.udp.port}`,
-    });
-    await fn({ wg, tunnel });
-  } finally {
-    tunnel.close();
-    // node:dgram closes asynchronously; let it finish before the sanitizers look.
-    await new Promise((r) => setTimeout(r, 10));
-  }
+  return withPair(topo, { interfaceExtra: dnsLine }, ({ wg, tunnel }) => fn({ wg, tunnel }));
 }
 
 function startServer(topo: Topology): Promise<Dnsmasq> {
