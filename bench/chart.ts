@@ -65,6 +65,16 @@ export function renderChart(results: Result[], meta: Meta): string {
         out.push(`<text x="${left + 4}" y="${y + barH - 1}" fill="#999" font-size="9">n/a</text>`);
         return;
       }
+      if (r.a!.value === 0) {
+        // No ratio to a zero baseline (e.g. the kernel holds wireguard-go's idle connections,
+        // so the tunnel process spends nothing on them): show our own value instead.
+        out.push(
+          `<text x="${left + 4}" y="${y + barH - 1}" fill="${COLORS[m]}" font-size="9">${
+            esc(v.toPrecision(3))
+          } ${esc(unit)} (no ratio: baseline 0)</text>`,
+        );
+        return;
+      }
       const ratio = r.a!.better === "lower" ? r.a!.value / v : v / r.a!.value;
       out.push(
         `<rect x="${left}" y="${y}" width="${(x(ratio) - left).toFixed(1)}" height="${
