@@ -5,6 +5,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { type Config, loadConfig } from "../core/config/mod.ts";
 import { Forwarder } from "../core/host/forward.ts";
 import {
   type ForwardSpec,
@@ -12,15 +13,38 @@ import {
   parseLocalForward,
   parseRemoteForward,
 } from "../core/host/forward_spec.ts";
-import {
-  dropPermissions,
-  logLevel,
-  makeLogger,
-  startTunnel,
-  untilStopSignal,
-} from "../core/host/forward_service.ts";
+import { dropPermissions, untilStopSignal } from "../core/host/forward_service.ts";
 import { type PassedSocket, passedSockets } from "../core/host/forward_systemd.ts";
-import type { Tunnel } from "../core/host/tunnel.ts";
+import type { Logger } from "../core/host/log.ts";
+import {
+  applyRoutes,
+  describeRule,
+  planRoutes,
+  RouteError,
+  type RoutePlan,
+} from "../core/host/routes.ts";
+import { currentUid, statusDir, type StatusRecord, StatusServer } from "../core/host/status.ts";
+import { Tunnel } from "../core/host/tunnel.ts";
+import {
+  makeLogger,
+  TUNNEL_OPTIONS,
+  type TunnelCliOptions,
+  tunnelOptions,
+  type TunnelOptionValues,
+  UsageError,
+} from "./_options.ts";
+
+/**
+ * Help for --exit-node and --route as `forward` and `proxy` use them (they reach only tunnel
+ * destinations, so there is no host network to keep local, and no --kill-switch).
+ */
+export const ROUTING_HELP =
+  `      --exit-node IP    send every destination through the peer whose AllowedIPs
+                        contain IP (another peer's own AllowedIPs stay with it);
+                        that peer's replies from anywhere are accepted
+      --route CIDR:IP   send CIDR (IPv4 or IPv6) through the peer whose AllowedIPs
+                        contain IP, and accept CIDR from it; repeatable. Config
+                        peers may have "Route = CIDR[:tcp|udp[:PORT]]" lines too`;
 
 const HELP = `Usage: wrapguard forward --config FILE [-L LOCAL=DEST]… [-R BIND=TARGET]… [options]
 
@@ -43,27 +67,27 @@ half-close (shutdown of one direction) is passed through.
 Options:
   -c, --config FILE     the wg-quick config (required)
       --allow-remote    allow -L tcp: on an address that is not loopback
+${ROUTING_HELP}
       --log-level LEVEL error, warn, info (default) or debug (one line per connection)
       --log-file FILE   append the log to FILE (JSON lines) instead of stderr
+      --log-format FMT  json or text for the log on stderr (default: text on a
+                        terminal, json otherwise)
   -h, --help
 
 Examples:
   wrapguard forward -c wg0.conf -L unix:/run/user/1000/waypipe.sock=10.0.0.2:4000
   wrapguard forward -c wg0.conf -R 4000=unix:/run/user/1000/waypipe-server.sock
   wrapguard forward -c wg0.conf -L tcp:127.0.0.1:5432=db.internal:5432
+  wrapguard forward -c wg0.conf -L tcp:127.0.0.1:8080=192.0.2.7:80 --exit-node 10.0.0.1
 
-Runs until SIGINT, SIGTERM or SIGHUP (exit 0). Exit status 1 when the tunnel or a
-forward cannot start, 2 for usage errors.
+'wrapguard show' lists the running tunnel. Runs until SIGINT, SIGTERM or SIGHUP
+(exit 0). Exit status 1 when the tunnel or a forward cannot start, 2 for usage
+errors.
 `;
 
-class UsageError extends Error {}
-
-interface ForwardOptions {
-  config: string;
+interface ForwardOptions extends TunnelCliOptions {
   specs: ForwardSpec[];
   allowRemote: boolean;
-  logLevel: ReturnType<typeof logLevel>;
-  logFile?: string;
 }
 
 function parse(args: string[]): ForwardOptions | "help" {
@@ -72,12 +96,10 @@ function parse(args: string[]): ForwardOptions | "help" {
     ({ values } = parseArgs({
       args,
       options: {
-        config: { type: "string", short: "c" },
+        ...TUNNEL_OPTIONS,
         local: { type: "string", short: "L", multiple: true },
         remote: { type: "string", short: "R", multiple: true },
         "allow-remote": { type: "boolean" },
-        "log-level": { type: "string" },
-        "log-file": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
       strict: true,
@@ -87,7 +109,7 @@ function parse(args: string[]): ForwardOptions | "help" {
     throw new UsageError((e as Error).message);
   }
   if (values.help) return "help";
-  if (values.config === undefined) throw new UsageError("--config is required");
+  const shared = serviceOptions("forward", values);
   const specs: ForwardSpec[] = [];
   try {
     for (const l of values.local ?? []) specs.push(parseLocalForward(l));
@@ -97,19 +119,107 @@ function parse(args: string[]): ForwardOptions | "help" {
     throw e;
   }
   if (specs.length === 0) throw new UsageError("no forward given (-L or -R)");
-  let level;
-  try {
-    level = logLevel(values["log-level"], "info");
-  } catch (e) {
-    throw new UsageError((e as Error).message);
+  return { ...shared, specs, allowRemote: values["allow-remote"] ?? false };
+}
+
+/**
+ * The shared options as `forward` and `proxy` take them: log level "info" by default, and no
+ * --kill-switch (they reach only tunnel destinations anyway).
+ * @throws {UsageError}
+ */
+export function serviceOptions(cmd: string, values: TunnelOptionValues): TunnelCliOptions {
+  if (values["kill-switch"]) {
+    throw new UsageError(
+      `--kill-switch is for 'wrapguard run': ${cmd} reaches nothing but tunnel destinations`,
+    );
   }
-  return {
-    config: values.config,
-    specs,
-    allowRemote: values["allow-remote"] ?? false,
-    logLevel: level,
-    logFile: values["log-file"],
-  };
+  return tunnelOptions(values, { logLevel: "info" });
+}
+
+/** A running tunnel of `forward` or `proxy`, with its routes and its status socket. */
+export interface Service {
+  tunnel: Tunnel;
+  status?: StatusServer;
+}
+
+/**
+ * Loads the config (its warnings logged) and plans its routes.
+ * @throws {UsageError} for a route through an IP no peer owns; other errors for the config.
+ */
+export async function loadService(
+  opts: TunnelCliOptions,
+  logger: Logger,
+): Promise<{ config: Config; plan: RoutePlan }> {
+  const config = await loadConfig(opts.config);
+  for (const w of config.warnings) {
+    logger.warn("config warning", { file: opts.config, line: w.line, warning: w.message });
+  }
+  try {
+    return { config, plan: planRoutes(config, opts) };
+  } catch (e) {
+    if (e instanceof RouteError) throw new UsageError(e.message);
+    throw e;
+  }
+}
+
+/**
+ * Starts the tunnel, installs the routes (as `run` does) and registers a status socket so that
+ * `wrapguard show` lists it; a status socket that cannot be made is a warning. Call it before
+ * the environment permission is dropped (the status directory may come from XDG_RUNTIME_DIR).
+ */
+export async function startService(
+  kind: "forward" | "proxy",
+  opts: TunnelCliOptions,
+  config: Config,
+  plan: RoutePlan,
+  logger: Logger,
+  command: string,
+): Promise<Service> {
+  const tunnel = await Tunnel.start(config, { logger });
+  const keys = tunnel.status().peers.map((p) => p.publicKey);
+  const routes: Record<string, string[]> = {};
+  try {
+    applyRoutes(tunnel, plan);
+    for (const r of plan.rules) {
+      const key = keys[r.peerIndex];
+      logger.info("route", { route: describeRule(r), peer: key, origin: r.origin });
+      if (key === undefined) continue;
+      const text = describeRule(r) + (r.origin === "--exit-node" ? " (exit node)" : "");
+      (routes[key] ??= []).push(text);
+    }
+  } catch (e) {
+    tunnel.close();
+    throw e;
+  }
+  const started = Date.now();
+  const record = (): StatusRecord => ({
+    ...tunnel.status(),
+    pid: Deno.pid,
+    kind,
+    interface: (opts.config.split("/").pop() ?? opts.config).replace(/\.conf$/, ""),
+    config: opts.config,
+    command,
+    started,
+    routes,
+  });
+  let dir: string | undefined;
+  try {
+    const uid = await currentUid();
+    dir = statusDir(uid);
+    return { tunnel, status: await StatusServer.start(dir, uid, record) };
+  } catch (e) {
+    logger.warn("wrapguard show will not list this tunnel", {
+      dir,
+      error: (e as Error).message,
+    });
+    return { tunnel };
+  }
+}
+
+/** Closes what {@link startService} started. */
+export async function stopService(service: Service | undefined): Promise<void> {
+  await service?.status?.close().catch(() => {});
+  service?.tunnel.close();
 }
 
 export async function main(args: string[]): Promise<number> {
@@ -136,16 +246,24 @@ export async function main(args: string[]): Promise<number> {
   }
   for (const v of ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"]) Deno.env.delete(v);
 
-  const { logger, close: closeLog } = makeLogger(opts.logLevel, opts.logFile, {
-    cmd: "forward",
-  });
+  const { logger, close: closeLog } = makeLogger(opts, { cmd: "forward" });
   const stop = untilStopSignal();
-  let tunnel: Tunnel | undefined;
+  let service: Service | undefined;
   let forwarder: Forwarder | undefined;
   try {
     try {
-      tunnel = await startTunnel(opts.config, logger);
-      forwarder = await Forwarder.start(tunnel, opts.specs, {
+      let loaded;
+      try {
+        loaded = await loadService(opts, logger);
+      } catch (e) {
+        if (!(e instanceof UsageError)) throw e;
+        console.error(`wrapguard forward: ${e.message}\n\n${HELP}`);
+        return 2;
+      }
+      const command = opts.specs.map((s) => `${s.direction === "local" ? "-L" : "-R"} ${s.text}`)
+        .join(" ");
+      service = await startService("forward", opts, loaded.config, loaded.plan, logger, command);
+      forwarder = await Forwarder.start(service.tunnel, opts.specs, {
         logger,
         passed,
         allowRemote: opts.allowRemote,
@@ -168,7 +286,7 @@ export async function main(args: string[]): Promise<number> {
   } finally {
     stop.cancel();
     await forwarder?.close();
-    tunnel?.close();
+    await stopService(service);
     // node:dgram closes asynchronously; give it a turn before the process ends.
     await new Promise((r) => setTimeout(r, 10));
     closeLog();

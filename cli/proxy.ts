@@ -6,17 +6,19 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import {
-  dropPermissions,
-  logLevel,
-  makeLogger,
-  startTunnel,
-  untilStopSignal,
-} from "../core/host/forward_service.ts";
+import { dropPermissions, untilStopSignal } from "../core/host/forward_service.ts";
 import { isLoopback } from "../core/host/forward_spec.ts";
 import { ProxyServer } from "../core/host/proxy.ts";
 import { Credentials, type ListenAddr, parseListenAddr } from "../core/host/proxy_io.ts";
-import type { Tunnel } from "../core/host/tunnel.ts";
+import { makeLogger, TUNNEL_OPTIONS, type TunnelCliOptions, UsageError } from "./_options.ts";
+import {
+  loadService,
+  ROUTING_HELP,
+  type Service,
+  serviceOptions,
+  startService,
+  stopService,
+} from "./forward.ts";
 
 const HELP =
   `Usage: wrapguard proxy --config FILE [--socks5 ADDR:PORT]… [--http ADDR:PORT]… [options]
@@ -25,8 +27,8 @@ Serves a SOCKS5 and/or an HTTP proxy whose connections go into the WireGuard net
 of FILE (a wg-quick config), for programs that cannot be wrapped with 'wrapguard run'
 (statically linked programs, Go programs) and for proxy-aware ones (browsers, git,
 kubectl, curl). Names are resolved through the tunnel with the config's DNS =.
-Nothing goes to the host network: a destination outside every peer's AllowedIPs is
-refused.
+Nothing goes to the host network: a destination outside every peer's AllowedIPs (and
+every --route, --exit-node and Route =) is refused.
 
   --socks5 ADDR:PORT  SOCKS5 (RFC 1928): CONNECT and UDP ASSOCIATE; names sent by the
                       client (socks5h://, curl --socks5-hostname) resolve in the tunnel
@@ -40,8 +42,11 @@ Options:
                         line (SOCKS5 RFC 1929 and HTTP Basic); keep it mode 0600
       --allow-remote    allow listening on an address that is not loopback (anyone who
                         can reach it can use the tunnel: combine with --auth-file)
+${ROUTING_HELP}
       --log-level LEVEL error, warn, info (default) or debug (one line per connection)
       --log-file FILE   append the log to FILE (JSON lines) instead of stderr
+      --log-format FMT  json or text for the log on stderr (default: text on a
+                        terminal, json otherwise)
   -h, --help
 
 Examples:
@@ -49,20 +54,17 @@ Examples:
   curl --socks5-hostname 127.0.0.1:1080 http://service.internal/
   HTTPS_PROXY=http://127.0.0.1:3128 kubectl get pods
   git -c http.proxy=socks5h://127.0.0.1:1080 clone http://git.internal/repo
+  wrapguard proxy -c wg0.conf --http 3128 --exit-node 10.0.0.1   # the web via a peer
 
-Runs until SIGINT, SIGTERM or SIGHUP (exit 0). Exit status 1 when the tunnel or a
-listener cannot start, 2 for usage errors.
+'wrapguard show' lists the running tunnel. Runs until SIGINT, SIGTERM or SIGHUP
+(exit 0). Exit status 1 when the tunnel or a listener cannot start, 2 for usage
+errors.
 `;
 
-class UsageError extends Error {}
-
-interface ProxyCliOptions {
-  config: string;
+interface ProxyCliOptions extends TunnelCliOptions {
   socks5: ListenAddr[];
   http: ListenAddr[];
   authFile?: string;
-  logLevel: ReturnType<typeof logLevel>;
-  logFile?: string;
 }
 
 function parse(args: string[]): ProxyCliOptions | "help" {
@@ -71,13 +73,11 @@ function parse(args: string[]): ProxyCliOptions | "help" {
     ({ values } = parseArgs({
       args,
       options: {
-        config: { type: "string", short: "c" },
+        ...TUNNEL_OPTIONS,
         socks5: { type: "string", multiple: true },
         http: { type: "string", multiple: true },
         "auth-file": { type: "string" },
         "allow-remote": { type: "boolean" },
-        "log-level": { type: "string" },
-        "log-file": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
       strict: true,
@@ -87,25 +87,17 @@ function parse(args: string[]): ProxyCliOptions | "help" {
     throw new UsageError((e as Error).message);
   }
   if (values.help) return "help";
-  if (values.config === undefined) throw new UsageError("--config is required");
+  const shared = serviceOptions("proxy", values);
   const allowRemote = values["allow-remote"] ?? false;
-  let socks5: ListenAddr[], http: ListenAddr[], level;
+  let socks5: ListenAddr[], http: ListenAddr[];
   try {
     socks5 = (values.socks5 ?? []).map((a) => parseListenAddr(a, `--socks5 ${a}`, allowRemote));
     http = (values.http ?? []).map((a) => parseListenAddr(a, `--http ${a}`, allowRemote));
-    level = logLevel(values["log-level"], "info");
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
   if (socks5.length + http.length === 0) throw new UsageError("give --socks5 or --http (or both)");
-  return {
-    config: values.config,
-    socks5,
-    http,
-    authFile: values["auth-file"],
-    logLevel: level,
-    logFile: values["log-file"],
-  };
+  return { ...shared, socks5, http, authFile: values["auth-file"] };
 }
 
 export async function main(args: string[]): Promise<number> {
@@ -122,9 +114,9 @@ export async function main(args: string[]): Promise<number> {
     return 0;
   }
 
-  const { logger, close: closeLog } = makeLogger(opts.logLevel, opts.logFile, { cmd: "proxy" });
+  const { logger, close: closeLog } = makeLogger(opts, { cmd: "proxy" });
   const stop = untilStopSignal();
-  let tunnel: Tunnel | undefined;
+  let service: Service | undefined;
   let server: ProxyServer | undefined;
   try {
     try {
@@ -141,8 +133,22 @@ export async function main(args: string[]): Promise<number> {
           });
         }
       }
-      tunnel = await startTunnel(opts.config, logger);
-      server = ProxyServer.start(tunnel, {
+      let loaded;
+      try {
+        loaded = await loadService(opts, logger);
+      } catch (e) {
+        if (!(e instanceof UsageError)) throw e;
+        console.error(`wrapguard proxy: ${e.message}\n\n${HELP}`);
+        return 2;
+      }
+      const hostPort = (a: ListenAddr) =>
+        `${a.hostname.includes(":") ? `[${a.hostname}]` : a.hostname}:${a.port}`;
+      const command = [
+        ...opts.socks5.map((a) => `--socks5 ${hostPort(a)}`),
+        ...opts.http.map((a) => `--http ${hostPort(a)}`),
+      ].join(" ");
+      service = await startService("proxy", opts, loaded.config, loaded.plan, logger, command);
+      server = ProxyServer.start(service.tunnel, {
         socks5: opts.socks5,
         http: opts.http,
         credentials,
@@ -173,7 +179,7 @@ export async function main(args: string[]): Promise<number> {
   } finally {
     stop.cancel();
     await server?.close();
-    tunnel?.close();
+    await stopService(service);
     await new Promise((r) => setTimeout(r, 10));
     closeLog();
   }
