@@ -18,7 +18,7 @@ import {
   serviceOptions,
   startService,
   stopService,
-} from "./forward.ts";
+} from "./_service.ts";
 
 const HELP =
   `Usage: wrapguard proxy --config FILE [--socks5 ADDR:PORT]… [--http ADDR:PORT]… [options]
