@@ -2,14 +2,13 @@
 // namespace with no default route; kernel services run behind wireguard-go in the peer namespace;
 // the local ends are Unix sockets that this test process opens directly.
 import assert from "node:assert/strict";
+import { randomBytes, sha256 } from "./_support/bytes.ts";
 import { netnsTest, withTopology } from "./_support/netns.ts";
 import { withRunWorld } from "./_support/run_world.ts";
 import {
   exchange,
   HOST_ENV,
   logLines,
-  randomBytes,
-  sha256,
   spawnWrapguard,
   unixEcho,
   waitForLog,

@@ -3,22 +3,13 @@
 // since WireGuard carries one IP packet per datagram, dropping, delaying, reordering or
 // duplicating datagrams is exactly doing so to the tunnel's IP packets.
 import assert from "node:assert/strict";
+import { concat, randomBytes, sha256 } from "./_support/bytes.ts";
 import { netnsTest, withTopology } from "./_support/netns.ts";
 import { withPair } from "./_support/wg_pair.ts";
 import { type Impairments, Relay } from "./_support/relay.ts";
 
 const peerScript = new URL("./_support/tcp_peer.py", import.meta.url).pathname;
 const MiB = 1 << 20;
-
-function hex(d: ArrayBuffer): string {
-  return Array.from(new Uint8Array(d), (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-function randomBytes(n: number): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(n);
-  for (let off = 0; off < n; off += 65536) crypto.getRandomValues(out.subarray(off, off + 65536));
-  return out;
-}
 
 interface Case {
   name: string;
@@ -105,15 +96,10 @@ for (const c of cases) {
           conn.close();
           const r = await k.wait(120_000);
           const kernel = JSON.parse(r.stdout.trim().split("\n").at(-1)!);
-          const all = new Uint8Array(received);
-          let off = 0;
-          for (const ch of chunks) {
-            all.set(ch, off);
-            off += ch.length;
-          }
+          const all = concat(chunks);
           assert.equal(received, size);
-          assert.equal(hex(await crypto.subtle.digest("SHA-256", all)), kernel.sent);
-          assert.equal(kernel.received, hex(await crypto.subtle.digest("SHA-256", data)));
+          assert.equal(await sha256(all), kernel.sent);
+          assert.equal(kernel.received, await sha256(data));
           assert.ok(
             c.saw(relay.stats),
             `relay did not inject the fault: ${JSON.stringify(relay.stats)}`,

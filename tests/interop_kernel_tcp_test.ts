@@ -1,6 +1,7 @@
 // Our TCP against the Linux kernel's TCP, across wireguard-go in a namespace. The kernel side is
 // tests/_support/tcp_peer.py; our side is the library API of a Tunnel in this process.
 import assert from "node:assert/strict";
+import { concat, randomBytes, sha256 } from "./_support/bytes.ts";
 import { netnsTest, type Topology, withTopology } from "./_support/netns.ts";
 import { withPair } from "./_support/wg_pair.ts";
 import type { TunnelConn } from "../core/host/net_tcp.ts";
@@ -9,10 +10,6 @@ import { TIME_WAIT_DURATION } from "../core/netstack/tcp/constants.ts";
 
 const peerScript = new URL("./_support/tcp_peer.py", import.meta.url).pathname;
 const MiB = 1 << 20;
-
-function hex(d: ArrayBuffer): string {
-  return Array.from(new Uint8Array(d), (b) => b.toString(16).padStart(2, "0")).join("");
-}
 
 /**
  * Collects what a connection received and hashes it at the end. WebCrypto has no incremental
@@ -27,21 +24,9 @@ class StreamHash {
     this.bytes += chunk.length;
     if (this.bytes > this.limit) throw new RangeError("StreamHash over its limit");
   }
-  async digest(): Promise<string> {
-    const all = new Uint8Array(this.bytes);
-    let off = 0;
-    for (const c of this.#chunks) {
-      all.set(c, off);
-      off += c.length;
-    }
-    return hex(await crypto.subtle.digest("SHA-256", all));
+  digest(): Promise<string> {
+    return sha256(concat(this.#chunks));
   }
-}
-
-function randomBytes(n: number): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(n);
-  for (let off = 0; off < n; off += 65536) crypto.getRandomValues(out.subarray(off, off + 65536));
-  return out;
 }
 
 /** Sends `data` and reads to end of stream at the same time, like the kernel side does. */
@@ -86,7 +71,7 @@ for (const family of [4, 6] as const) {
         const conn = await tunnel.connect({ hostname: peerAddr, port: 5001 });
         const received = await exchange(conn, data);
         const r = await k.result();
-        assert.equal(r.received, hex(await crypto.subtle.digest("SHA-256", data)));
+        assert.equal(r.received, await sha256(data));
         assert.equal(received.bytes, 100 * MiB);
         assert.equal(await received.digest(), r.sent);
         assert.equal(r.peer, ourAddr);
@@ -103,7 +88,7 @@ for (const family of [4, 6] as const) {
         const data = randomBytes(100 * MiB);
         const received = await exchange(conn, data);
         const r = await k.result();
-        assert.equal(r.received, hex(await crypto.subtle.digest("SHA-256", data)));
+        assert.equal(r.received, await sha256(data));
         assert.equal(await received.digest(), r.sent);
         listener.close();
       }));
@@ -118,7 +103,7 @@ netnsTest("200 concurrent connections each echo 1 MiB intact", async () => {
         const data = randomBytes(MiB);
         const conn = await tunnel.connect({ hostname: "10.77.0.1", port: 5003 });
         const received = await exchange(conn, data);
-        return (await received.digest()) === hex(await crypto.subtle.digest("SHA-256", data));
+        return (await received.digest()) === await sha256(data);
       }));
       assert.equal(results.filter(Boolean).length, 200);
     }));
@@ -156,7 +141,7 @@ netnsTest("half-close: the kernel shuts down writing first, we keep sending", as
       await conn.writeAll(data);
       await conn.closeWrite();
       const r = await k.result();
-      assert.equal(r.received, hex(await crypto.subtle.digest("SHA-256", data)));
+      assert.equal(r.received, await sha256(data));
       conn.close();
     }));
 }, { requires: ["python3"] });

@@ -1,13 +1,10 @@
 // resolve() and fetch() of the library API, against dnsmasq and python's http.server in the
 // wireguard-go namespace: names resolve through the tunnel and bodies arrive intact.
 import assert from "node:assert/strict";
+import { randomBytes, sha256 } from "./_support/bytes.ts";
 import { netnsTest, waitForPort, withTopology } from "./_support/netns.ts";
 import { withPair } from "./_support/wg_pair.ts";
 import { startDnsmasq } from "./_support/dnsmasq.ts";
-
-function hex(d: ArrayBuffer): string {
-  return Array.from(new Uint8Array(d), (b) => b.toString(16).padStart(2, "0")).join("");
-}
 
 netnsTest(
   "resolve() and fetch() go through the tunnel to dnsmasq and a kernel HTTP server",
@@ -22,10 +19,7 @@ netnsTest(
             localDomains: ["wg.test"],
           });
           const dir = await Deno.makeTempDir({ dir: topo.tmpDir, prefix: "www-" });
-          const blob = new Uint8Array(3 << 20);
-          for (let i = 0; i < blob.length; i += 65536) {
-            crypto.getRandomValues(blob.subarray(i, i + 65536));
-          }
+          const blob = randomBytes(3 << 20);
           await Deno.writeFile(`${dir}/blob`, blob);
           for (const bind of ["10.77.0.1", "fd77::1"]) {
             topo.spawn(topo.peer, [
@@ -40,7 +34,7 @@ netnsTest(
             ]);
           }
           await waitForPort(topo.peer, 8000, "tcp");
-          const want = hex(await crypto.subtle.digest("SHA-256", blob));
+          const want = await sha256(blob);
 
           await t.step(
             "resolve returns the A and AAAA records, asked through the tunnel",
@@ -65,11 +59,11 @@ netnsTest(
             const res = await tunnel.fetch("http://svc.wg.test:8000/blob");
             assert.equal(res.status, 200);
             assert.equal(res.headers.get("content-length"), String(blob.length));
-            assert.equal(hex(await crypto.subtle.digest("SHA-256", await res.arrayBuffer())), want);
+            assert.equal(await sha256(new Uint8Array(await res.arrayBuffer())), want);
           });
           await t.step("fetch an IPv6 literal URL, and a 404", async () => {
             const res = await tunnel.fetch("http://[fd77::1]:8000/blob");
-            assert.equal(hex(await crypto.subtle.digest("SHA-256", await res.arrayBuffer())), want);
+            assert.equal(await sha256(new Uint8Array(await res.arrayBuffer())), want);
             const missing = await tunnel.fetch("http://10.77.0.1:8000/missing");
             assert.equal(missing.status, 404);
             await missing.body?.cancel();

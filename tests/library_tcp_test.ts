@@ -1,6 +1,7 @@
 // The library API between two of our tunnels over 127.0.0.1 UDP: TCP shaped like Deno.Conn.
 // No root needed; the kernel-TCP proofs are in interop_kernel_tcp_test.ts.
 import assert from "node:assert/strict";
+import { randomBytes, readAll, sha256 } from "./_support/bytes.ts";
 import { parseConfig } from "../core/config/mod.ts";
 import { Tunnel } from "../core/host/tunnel.ts";
 import { encodeKey, generatePrivateKey, publicKeyOf } from "../core/wireguard/keys.ts";
@@ -34,36 +35,6 @@ async function pair(): Promise<{ a: Tunnel; b: Tunnel; [Symbol.asyncDispose](): 
       return new Promise((r) => setTimeout(r, 10));
     },
   };
-}
-
-async function sha256(data: Uint8Array): Promise<string> {
-  const d = new Uint8Array(await crypto.subtle.digest("SHA-256", data as Uint8Array<ArrayBuffer>));
-  return Array.from(d, (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-async function readAll(conn: { read(p: Uint8Array): Promise<number | null> }): Promise<Uint8Array> {
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  const buf = new Uint8Array(65536);
-  for (;;) {
-    const n = await conn.read(buf);
-    if (n === null) break;
-    chunks.push(buf.slice(0, n));
-    total += n;
-  }
-  const out = new Uint8Array(total);
-  let off = 0;
-  for (const c of chunks) {
-    out.set(c, off);
-    off += c.length;
-  }
-  return out;
-}
-
-function randomBytes(n: number): Uint8Array {
-  const out = new Uint8Array(n);
-  for (let off = 0; off < n; off += 65536) crypto.getRandomValues(out.subarray(off, off + 65536));
-  return out;
 }
 
 Deno.test("connect/listen: echo, addresses, half-close, both families", async () => {

@@ -1,11 +1,12 @@
 // The HTTP proxy in process, between two of our tunnels on loopback (no root needed): what the
 // origin receives and what the client gets back, header by header, and every error status.
 import assert from "node:assert/strict";
+import { readAll } from "./_support/bytes.ts";
 import { ProxyServer } from "../core/host/proxy.ts";
 import { endToEnd, parseHead } from "../core/host/proxy_http.ts";
 import { Credentials } from "../core/host/proxy_io.ts";
 import type { Tunnel } from "../core/host/tunnel.ts";
-import { FAR4, readAll, withLoopbackPair, writeAll } from "./_support/forward_pair.ts";
+import { FAR4, withLoopbackPair, writeAll } from "./_support/forward_pair.ts";
 
 const enc = new TextEncoder(), dec = new TextDecoder();
 

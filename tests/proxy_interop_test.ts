@@ -3,9 +3,10 @@
 // linked busybox) run beside it; the services (python http.server, dnsmasq, a UDP echo) run
 // behind wireguard-go in the peer namespace. Names reach dnsmasq only through the tunnel.
 import assert from "node:assert/strict";
+import { randomBytes, sha256 } from "./_support/bytes.ts";
 import { netnsTest, type Spawned, withTopology } from "./_support/netns.ts";
 import { OURS4, PEER4, type RunWorld, SVC_NAME, withRunWorld } from "./_support/run_world.ts";
-import { randomBytes, sha256, spawnWrapguard, waitForLog } from "./_support/forward_world.ts";
+import { spawnWrapguard, waitForLog } from "./_support/forward_world.ts";
 
 const udpEcho = new URL("./_support/udp_echo.py", import.meta.url).pathname;
 const BLOB = 3 << 20;

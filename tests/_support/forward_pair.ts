@@ -54,43 +54,6 @@ export async function withLoopbackPair(
   }
 }
 
-/** Reads a Deno.Conn-like stream to its end. */
-export async function readAll(
-  conn: { read(p: Uint8Array): Promise<number | null> },
-): Promise<Uint8Array> {
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  const buf = new Uint8Array(65536);
-  for (;;) {
-    const n = await conn.read(buf);
-    if (n === null) break;
-    chunks.push(buf.slice(0, n));
-    total += n;
-  }
-  const out = new Uint8Array(total);
-  let off = 0;
-  for (const c of chunks) {
-    out.set(c, off);
-    off += c.length;
-  }
-  return out;
-}
-
-/** Reads exactly `n` bytes (throws at an early end of stream). */
-export async function readExact(
-  conn: { read(p: Uint8Array): Promise<number | null> },
-  n: number,
-): Promise<Uint8Array> {
-  const out = new Uint8Array(n);
-  let off = 0;
-  while (off < n) {
-    const got = await conn.read(out.subarray(off));
-    if (got === null) throw new Error(`end of stream after ${off} of ${n} bytes`);
-    off += got;
-  }
-  return out;
-}
-
 /** Writes all of `data`. */
 export async function writeAll(
   conn: { write(p: Uint8Array): Promise<number> },

@@ -69,21 +69,6 @@ export function spawnWrapguard(
   });
 }
 
-/** `count` random bytes (fast: a random block repeated at an odd stride, then perturbed). */
-export function randomBytes(count: number): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(count);
-  for (let off = 0; off < count; off += 65536) {
-    crypto.getRandomValues(out.subarray(off, Math.min(count, off + 65536)));
-  }
-  return out;
-}
-
-/** SHA-256 as hex. */
-export async function sha256(data: Uint8Array<ArrayBuffer>): Promise<string> {
-  const d = new Uint8Array(await crypto.subtle.digest("SHA-256", data));
-  return Array.from(d, (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
 function concat(chunks: Uint8Array[], total: number): Uint8Array<ArrayBuffer> {
   const out = new Uint8Array(total);
   let off = 0;
