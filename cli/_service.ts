@@ -1,11 +1,12 @@
 /**
  * What `forward` and `proxy` share around their tunnel: the routing options as they take them,
  * loading the config with its routes, starting the tunnel with the routes installed and a status
- * socket for `wrapguard show`, and stopping it all again.
+ * socket for `wrapguard show`, and the whole life of the command ({@link serviceMain}).
  *
  * @module
  */
 import { type Config, loadConfig } from "../core/config/mod.ts";
+import { dropPermissions, untilStopSignal } from "../core/host/forward_service.ts";
 import type { Logger } from "../core/host/log.ts";
 import {
   applyRoutes,
@@ -17,6 +18,7 @@ import {
 import { currentUid, statusDir, type StatusRecord, StatusServer } from "../core/host/status.ts";
 import { Tunnel } from "../core/host/tunnel.ts";
 import {
+  makeLogger,
   type TunnelCliOptions,
   tunnelOptions,
   type TunnelOptionValues,
@@ -133,4 +135,98 @@ export async function startService(
 export async function stopService(service: Service | undefined): Promise<void> {
   await service?.status?.close().catch(() => {});
   service?.tunnel.close();
+}
+
+/** What a long-running tunnel command (`forward`, `proxy`) supplies to {@link serviceMain}. */
+export interface ServiceCommand<
+  O extends TunnelCliOptions,
+  C,
+  S extends { close(): Promise<void> },
+> {
+  kind: "forward" | "proxy";
+  help: string;
+  /** @throws {UsageError} printed with the help, exit 2. */
+  parse(args: string[]): O | "help";
+  /** Work before the log and the tunnel exist; an error ends the command (exit 1). */
+  prepare(opts: O): C;
+  /** What `wrapguard show` lists as the command line. */
+  describe(opts: O): string;
+  /** Starts what serves on the tunnel; an error is logged as "cannot start" (exit 1). */
+  start(tunnel: Tunnel, opts: O, context: C, logger: Logger): Promise<S>;
+  /** Logs what listens where, once everything has started. */
+  announce(server: S, opts: O, logger: Logger): void;
+}
+
+/**
+ * The life of `forward` and `proxy`: parse, log, load the config and its routes, start the
+ * tunnel and the server, give up what is no longer needed, serve until a stop signal, then close
+ * the server, the tunnel and the log, in that order.
+ */
+export async function serviceMain<
+  O extends TunnelCliOptions,
+  C,
+  S extends { close(): Promise<void> },
+>(args: string[], c: ServiceCommand<O, C, S>): Promise<number> {
+  const name = `wrapguard ${c.kind}`;
+  let opts: O | "help";
+  try {
+    opts = c.parse(args);
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    console.error(`${name}: ${e.message}\n\n${c.help}`);
+    return 2;
+  }
+  if (opts === "help") {
+    console.log(c.help);
+    return 0;
+  }
+  let context: C;
+  try {
+    context = c.prepare(opts);
+  } catch (e) {
+    console.error(`${name}: ${(e as Error).message}`);
+    return 1;
+  }
+
+  const { logger, close: closeLog } = makeLogger(opts, { cmd: c.kind });
+  const stop = untilStopSignal();
+  let service: Service | undefined;
+  let server: S | undefined;
+  try {
+    try {
+      let loaded;
+      try {
+        loaded = await loadService(opts, logger);
+      } catch (e) {
+        if (!(e instanceof UsageError)) throw e;
+        console.error(`${name}: ${e.message}\n\n${c.help}`);
+        return 2;
+      }
+      service = await startService(
+        c.kind,
+        opts,
+        loaded.config,
+        loaded.plan,
+        logger,
+        c.describe(opts),
+      );
+      server = await c.start(service.tunnel, opts, context, logger);
+    } catch (e) {
+      logger.error("cannot start", { error: (e as Error).message });
+      if (opts.logFile !== undefined) console.error(`${name}: ${(e as Error).message}`);
+      return 1;
+    }
+    c.announce(server, opts, logger);
+    await dropPermissions();
+    const sig = await stop.signal;
+    logger.info("stopping", { signal: sig });
+    return 0;
+  } finally {
+    stop.cancel();
+    await server?.close();
+    await stopService(service);
+    // node:dgram closes asynchronously; give it a turn before the process ends.
+    await new Promise((r) => setTimeout(r, 10));
+    closeLog();
+  }
 }

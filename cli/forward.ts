@@ -12,17 +12,9 @@ import {
   parseLocalForward,
   parseRemoteForward,
 } from "../core/host/forward_spec.ts";
-import { dropPermissions, untilStopSignal } from "../core/host/forward_service.ts";
 import { type PassedSocket, passedSockets } from "../core/host/forward_systemd.ts";
-import { makeLogger, TUNNEL_OPTIONS, type TunnelCliOptions, UsageError } from "./_options.ts";
-import {
-  loadService,
-  ROUTING_HELP,
-  type Service,
-  serviceOptions,
-  startService,
-  stopService,
-} from "./_service.ts";
+import { TUNNEL_OPTIONS, type TunnelCliOptions, UsageError } from "./_options.ts";
+import { ROUTING_HELP, serviceMain, serviceOptions } from "./_service.ts";
 
 const HELP = `Usage: wrapguard forward --config FILE [-L LOCAL=DEST]… [-R BIND=TARGET]… [options]
 
@@ -100,73 +92,28 @@ function parse(args: string[]): ForwardOptions | "help" {
   return { ...shared, specs, allowRemote: values["allow-remote"] ?? false };
 }
 
-export async function main(args: string[]): Promise<number> {
-  let opts: ForwardOptions | "help";
-  try {
-    opts = parse(args);
-  } catch (e) {
-    if (!(e instanceof UsageError)) throw e;
-    console.error(`wrapguard forward: ${e.message}\n\n${HELP}`);
-    return 2;
-  }
-  if (opts === "help") {
-    console.log(HELP);
-    return 0;
-  }
-
-  // Passed sockets are ours alone: read them once and keep them from anything started later.
-  let passed: PassedSocket[];
-  try {
-    passed = passedSockets(Deno.env.toObject(), Deno.pid);
-  } catch (e) {
-    console.error(`wrapguard forward: ${(e as Error).message}`);
-    return 1;
-  }
-  for (const v of ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"]) Deno.env.delete(v);
-
-  const { logger, close: closeLog } = makeLogger(opts, { cmd: "forward" });
-  const stop = untilStopSignal();
-  let service: Service | undefined;
-  let forwarder: Forwarder | undefined;
-  try {
-    try {
-      let loaded;
-      try {
-        loaded = await loadService(opts, logger);
-      } catch (e) {
-        if (!(e instanceof UsageError)) throw e;
-        console.error(`wrapguard forward: ${e.message}\n\n${HELP}`);
-        return 2;
+export function main(args: string[]): Promise<number> {
+  return serviceMain<ForwardOptions, PassedSocket[], Forwarder>(args, {
+    kind: "forward",
+    help: HELP,
+    parse,
+    // Passed sockets are ours alone: read them once and keep them from anything started later.
+    prepare() {
+      const passed = passedSockets(Deno.env.toObject(), Deno.pid);
+      for (const v of ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"]) Deno.env.delete(v);
+      return passed;
+    },
+    describe: (opts) =>
+      opts.specs.map((s) => `${s.direction === "local" ? "-L" : "-R"} ${s.text}`).join(" "),
+    start: (tunnel, opts, passed, logger) =>
+      Forwarder.start(tunnel, opts.specs, { logger, passed, allowRemote: opts.allowRemote }),
+    announce(forwarder, _opts, logger) {
+      for (const f of forwarder.forwards) {
+        logger.info("forward listening", {
+          forward: `${f.spec.direction === "local" ? "-L" : "-R"} ${f.spec.text}`,
+          listening: f.listening,
+        });
       }
-      const command = opts.specs.map((s) => `${s.direction === "local" ? "-L" : "-R"} ${s.text}`)
-        .join(" ");
-      service = await startService("forward", opts, loaded.config, loaded.plan, logger, command);
-      forwarder = await Forwarder.start(service.tunnel, opts.specs, {
-        logger,
-        passed,
-        allowRemote: opts.allowRemote,
-      });
-    } catch (e) {
-      logger.error("cannot start", { error: (e as Error).message });
-      if (opts.logFile !== undefined) console.error(`wrapguard forward: ${(e as Error).message}`);
-      return 1;
-    }
-    for (const f of forwarder.forwards) {
-      logger.info("forward listening", {
-        forward: `${f.spec.direction === "local" ? "-L" : "-R"} ${f.spec.text}`,
-        listening: f.listening,
-      });
-    }
-    await dropPermissions();
-    const sig = await stop.signal;
-    logger.info("stopping", { signal: sig });
-    return 0;
-  } finally {
-    stop.cancel();
-    await forwarder?.close();
-    await stopService(service);
-    // node:dgram closes asynchronously; give it a turn before the process ends.
-    await new Promise((r) => setTimeout(r, 10));
-    closeLog();
-  }
+    },
+  });
 }

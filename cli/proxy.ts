@@ -6,19 +6,11 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { dropPermissions, untilStopSignal } from "../core/host/forward_service.ts";
 import { isLoopback } from "../core/host/forward_spec.ts";
 import { ProxyServer } from "../core/host/proxy.ts";
 import { Credentials, type ListenAddr, parseListenAddr } from "../core/host/proxy_io.ts";
-import { makeLogger, TUNNEL_OPTIONS, type TunnelCliOptions, UsageError } from "./_options.ts";
-import {
-  loadService,
-  ROUTING_HELP,
-  type Service,
-  serviceOptions,
-  startService,
-  stopService,
-} from "./_service.ts";
+import { TUNNEL_OPTIONS, type TunnelCliOptions, UsageError } from "./_options.ts";
+import { ROUTING_HELP, serviceMain, serviceOptions } from "./_service.ts";
 
 const HELP =
   `Usage: wrapguard proxy --config FILE [--socks5 ADDR:PORT]… [--http ADDR:PORT]… [options]
@@ -100,26 +92,22 @@ function parse(args: string[]): ProxyCliOptions | "help" {
   return { ...shared, socks5, http, authFile: values["auth-file"] };
 }
 
-export async function main(args: string[]): Promise<number> {
-  let opts: ProxyCliOptions | "help";
-  try {
-    opts = parse(args);
-  } catch (e) {
-    if (!(e instanceof UsageError)) throw e;
-    console.error(`wrapguard proxy: ${e.message}\n\n${HELP}`);
-    return 2;
-  }
-  if (opts === "help") {
-    console.log(HELP);
-    return 0;
-  }
+function hostPort(a: { hostname: string; port: number }): string {
+  return `${a.hostname.includes(":") ? `[${a.hostname}]` : a.hostname}:${a.port}`;
+}
 
-  const { logger, close: closeLog } = makeLogger(opts, { cmd: "proxy" });
-  const stop = untilStopSignal();
-  let service: Service | undefined;
-  let server: ProxyServer | undefined;
-  try {
-    try {
+export function main(args: string[]): Promise<number> {
+  return serviceMain<ProxyCliOptions, undefined, ProxyServer>(args, {
+    kind: "proxy",
+    help: HELP,
+    parse,
+    prepare: () => undefined,
+    describe: (opts) =>
+      [
+        ...opts.socks5.map((a) => `--socks5 ${hostPort(a)}`),
+        ...opts.http.map((a) => `--http ${hostPort(a)}`),
+      ].join(" "),
+    async start(tunnel, opts, _context, logger) {
       let credentials: Credentials | undefined;
       if (opts.authFile !== undefined) {
         credentials = await Credentials.parse(
@@ -133,22 +121,7 @@ export async function main(args: string[]): Promise<number> {
           });
         }
       }
-      let loaded;
-      try {
-        loaded = await loadService(opts, logger);
-      } catch (e) {
-        if (!(e instanceof UsageError)) throw e;
-        console.error(`wrapguard proxy: ${e.message}\n\n${HELP}`);
-        return 2;
-      }
-      const hostPort = (a: ListenAddr) =>
-        `${a.hostname.includes(":") ? `[${a.hostname}]` : a.hostname}:${a.port}`;
-      const command = [
-        ...opts.socks5.map((a) => `--socks5 ${hostPort(a)}`),
-        ...opts.http.map((a) => `--http ${hostPort(a)}`),
-      ].join(" ");
-      service = await startService("proxy", opts, loaded.config, loaded.plan, logger, command);
-      server = ProxyServer.start(service.tunnel, {
+      const server = ProxyServer.start(tunnel, {
         socks5: opts.socks5,
         http: opts.http,
         credentials,
@@ -159,28 +132,16 @@ export async function main(args: string[]): Promise<number> {
           "listening beyond loopback without --auth-file: whoever reaches it can use the tunnel",
         );
       }
-    } catch (e) {
-      logger.error("cannot start", { error: (e as Error).message });
-      if (opts.logFile !== undefined) console.error(`wrapguard proxy: ${(e as Error).message}`);
-      return 1;
-    }
-    for (const l of server.listening) {
-      const host = l.hostname.includes(":") ? `[${l.hostname}]` : l.hostname;
-      logger.info("proxy listening", {
-        protocol: l.protocol,
-        address: `${host}:${l.port}`,
-        auth: opts.authFile !== undefined,
-      });
-    }
-    await dropPermissions();
-    const sig = await stop.signal;
-    logger.info("stopping", { signal: sig });
-    return 0;
-  } finally {
-    stop.cancel();
-    await server?.close();
-    await stopService(service);
-    await new Promise((r) => setTimeout(r, 10));
-    closeLog();
-  }
+      return server;
+    },
+    announce(server, opts, logger) {
+      for (const l of server.listening) {
+        logger.info("proxy listening", {
+          protocol: l.protocol,
+          address: hostPort(l),
+          auth: opts.authFile !== undefined,
+        });
+      }
+    },
+  });
 }
