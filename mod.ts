@@ -67,12 +67,12 @@ export {
   Tunnel,
   type TunnelOptions,
   type TunnelStatus,
-} from "./core/host/tunnel.ts";
+} from "./core/host/tunnel/mod.ts";
 export { Logger, type LogLevel } from "./core/host/log.ts";
-export { type TunnelConn, type TunnelListener } from "./core/host/net_tcp.ts";
+export { type TunnelConn, type TunnelListener } from "./core/host/tunnel/tcp.ts";
 export {
   DnsError,
   DnsNotFoundError,
   DnsServerFailError,
   DnsTimeoutError,
-} from "./core/host/dns.ts";
+} from "./core/host/tunnel/dns.ts";

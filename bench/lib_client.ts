@@ -12,9 +12,9 @@
  *
  * @module
  */
-import { Tunnel } from "../core/host/tunnel.ts";
+import { Tunnel } from "../core/host/tunnel/mod.ts";
 import { parseIP } from "../core/wire/addr.ts";
-import type { TunnelConn } from "../core/host/net_tcp.ts";
+import type { TunnelConn } from "../core/host/tunnel/tcp.ts";
 import { nobleAead, setAeadBackend } from "../core/wireguard/crypto.ts";
 
 const [config, mode, host, portText, ...rest] = Deno.args;

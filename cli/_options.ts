@@ -6,14 +6,14 @@
  * `run` uses all of them. For `forward` and `proxy` (another engineer's files, not yet wired):
  * spread {@link TUNNEL_OPTIONS} into their `parseArgs` options, call {@link tunnelOptions} on the
  * values, {@link makeLogger} for the log, and after `Tunnel.start` call
- * `applyRoutes(tunnel, planRoutes(config, opts))` (core/host/routes.ts) and
+ * `applyRoutes(tunnel, planRoutes(config, opts))` (core/host/tunnel/routes.ts) and
  * `StatusServer.start(...)` (core/host/status.ts) so that `wrapguard show` lists them.
  * `--kill-switch` means nothing to them (only tunnel destinations are reachable through them).
  *
  * @module
  */
 import { isLogLevel, Logger, type LogLevel, type LogSink } from "../core/host/log.ts";
-import { parseExitNode, parseRouteOption, RouteError } from "../core/host/routes.ts";
+import { parseExitNode, parseRouteOption, RouteError } from "../core/host/tunnel/routes.ts";
 import { type IpBytes, parseIP, type Prefix } from "../core/wire/addr.ts";
 
 /** A command-line mistake: the command prints it with its help and exits 2. */

@@ -6,7 +6,7 @@
  * @module
  */
 import { type Config, loadConfig } from "../core/config/mod.ts";
-import { dropPermissions, untilStopSignal } from "../core/host/forward_service.ts";
+import { dropPermissions, untilStopSignal } from "../core/host/forward/service.ts";
 import type { Logger } from "../core/host/log.ts";
 import {
   applyRoutes,
@@ -14,9 +14,9 @@ import {
   planRoutes,
   RouteError,
   type RoutePlan,
-} from "../core/host/routes.ts";
+} from "../core/host/tunnel/routes.ts";
 import { currentUid, statusDir, type StatusRecord, StatusServer } from "../core/host/status.ts";
-import { Tunnel } from "../core/host/tunnel.ts";
+import { Tunnel } from "../core/host/tunnel/mod.ts";
 import {
   makeLogger,
   type TunnelCliOptions,

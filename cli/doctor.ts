@@ -1,12 +1,12 @@
 /**
  * `wrapguard doctor [--config FILE] [--offline] [-- TARGET …]`: checks what `run` will need and
  * says what to fix. Each check passes, warns or fails with a hint; the exit status is 1 when any
- * failed. The checks themselves live in core/host/doctor.ts.
+ * failed. The checks themselves live in core/host/doctor/mod.ts.
  *
  * @module
  */
 import { parseArgs } from "node:util";
-import { type DoctorCheck, runDoctor } from "../core/host/doctor.ts";
+import { type DoctorCheck, runDoctor } from "../core/host/doctor/mod.ts";
 import { libraries, probes } from "../preload/build/embedded.ts";
 
 const HELP = `Usage: wrapguard doctor [--config FILE] [--offline] [--timeout SECONDS] [--json]

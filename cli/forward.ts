@@ -5,14 +5,14 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { Forwarder } from "../core/host/forward.ts";
+import { Forwarder } from "../core/host/forward/mod.ts";
 import {
   type ForwardSpec,
   ForwardSpecError,
   parseLocalForward,
   parseRemoteForward,
-} from "../core/host/forward_spec.ts";
-import { type PassedSocket, passedSockets } from "../core/host/forward_systemd.ts";
+} from "../core/host/forward/spec.ts";
+import { type PassedSocket, passedSockets } from "../core/host/forward/systemd.ts";
 import { TUNNEL_OPTIONS, type TunnelCliOptions, UsageError } from "./_options.ts";
 import { ROUTING_HELP, serviceMain, serviceOptions } from "./_service.ts";
 

@@ -6,9 +6,9 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { isLoopback } from "../core/host/forward_spec.ts";
-import { ProxyServer } from "../core/host/proxy.ts";
-import { Credentials, type ListenAddr, parseListenAddr } from "../core/host/proxy_io.ts";
+import { isLoopback } from "../core/host/forward/spec.ts";
+import { ProxyServer } from "../core/host/proxy/mod.ts";
+import { Credentials, type ListenAddr, parseListenAddr } from "../core/host/proxy/io.ts";
 import { TUNNEL_OPTIONS, type TunnelCliOptions, UsageError } from "./_options.ts";
 import { ROUTING_HELP, serviceMain, serviceOptions } from "./_service.ts";
 

@@ -5,7 +5,7 @@
  * ```text
  * parse ─► load config ─► check the program (core/host/launch.ts: PATH, ELF, #!, setuid, Go)
  *   ─► private dir (0700): libwrapguard.so (from the embedded bytes) + broker.sock
- *   ─► Tunnel.start ─► routes (core/host/routes.ts: --exit-node, --route, Route =)
+ *   ─► Tunnel.start ─► routes (core/host/tunnel/routes.ts: --exit-node, --route, Route =)
  *   ─► Broker.start (+ Resolver.forTunnel when the config has DNS =; WRAPGUARD_ROUTES from the
  *      routes) ─► status socket for `wrapguard show` (core/host/status.ts)
  *   ─► spawn cmd (stdio inherited, env + WRAPGUARD_* + LD_PRELOAD appended)
@@ -22,8 +22,8 @@
 import { lockDown, type Sandbox } from "../core/host/sandbox.ts";
 import { parseArgs } from "node:util";
 import { type Config, loadConfig } from "../core/config/mod.ts";
-import { Broker } from "../core/host/broker.ts";
-import { Resolver } from "../core/host/dns.ts";
+import { Broker } from "../core/host/broker/mod.ts";
+import { Resolver } from "../core/host/tunnel/dns.ts";
 import {
   childEnv,
   inspectTarget,
@@ -42,9 +42,9 @@ import {
   planRoutes,
   RouteError,
   type RoutePlan,
-} from "../core/host/routes.ts";
+} from "../core/host/tunnel/routes.ts";
 import { statusDir, type StatusRecord, StatusServer } from "../core/host/status.ts";
-import { Tunnel } from "../core/host/tunnel.ts";
+import { Tunnel } from "../core/host/tunnel/mod.ts";
 import {
   hostAddresses,
   makeLogger,

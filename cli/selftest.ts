@@ -24,8 +24,8 @@ import {
   SELFTEST_NAME,
   type WrappedResult,
   WrapSession,
-} from "../core/host/doctor_world.ts";
-import type { Tunnel } from "../core/host/tunnel.ts";
+} from "../core/host/doctor/world.ts";
+import type { Tunnel } from "../core/host/tunnel/mod.ts";
 import { resolveCommand } from "../core/host/launch.ts";
 import { formatIP, type IpBytes, parseIP } from "../core/wire/addr.ts";
 import { libraries, probes } from "../preload/build/embedded.ts";

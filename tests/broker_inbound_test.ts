@@ -8,9 +8,9 @@
  */
 import assert from "node:assert/strict";
 import { parseConfig } from "../core/config/mod.ts";
-import { Broker } from "../core/host/broker.ts";
-import type { TunnelConn } from "../core/host/net_tcp.ts";
-import { Tunnel } from "../core/host/tunnel.ts";
+import { Broker } from "../core/host/broker/mod.ts";
+import type { TunnelConn } from "../core/host/tunnel/tcp.ts";
+import { Tunnel } from "../core/host/tunnel/mod.ts";
 import { encodeKey, generatePrivateKey, publicKeyOf } from "../core/wireguard/keys.ts";
 import { preloadLibrary } from "./_support/fake_broker.ts";
 import { spawn, type Spawned, which } from "./_support/proc.ts";

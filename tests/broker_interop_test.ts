@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { Broker } from "../core/host/broker.ts";
+import { Broker } from "../core/host/broker/mod.ts";
 import { netnsTest, run, waitForPort, withTopology } from "./_support/netns.ts";
 import { withPair } from "./_support/wg_pair.ts";
 import { preloadLibrary } from "./_support/fake_broker.ts";

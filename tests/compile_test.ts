@@ -7,7 +7,7 @@
  * network namespace so that its download attempt cannot leave the machine.
  */
 import assert from "node:assert/strict";
-import { decodeEmbedded } from "../core/host/doctor_world.ts";
+import { decodeEmbedded } from "../core/host/doctor/world.ts";
 import { libraries, probes } from "../preload/build/embedded.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;

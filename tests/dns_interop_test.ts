@@ -6,13 +6,13 @@ import { netnsTest, type Topology, withTopology } from "./_support/netns.ts";
 import { withPair } from "./_support/wg_pair.ts";
 import { type Dnsmasq, startDnsmasq } from "./_support/dnsmasq.ts";
 import type { WireguardGo } from "./_support/wggo.ts";
-import type { Tunnel } from "../core/host/tunnel.ts";
+import type { Tunnel } from "../core/host/tunnel/mod.ts";
 import {
   DnsNotFoundError,
   DnsServerFailError,
   DnsTimeoutError,
   Resolver,
-} from "../core/host/dns.ts";
+} from "../core/host/tunnel/dns.ts";
 import { formatIP, parseIP } from "../core/wire/addr.ts";
 
 /** wireguard-go (10.77.0.1, fd77::1) and our tunnel (.2, ::2) with the given `DNS =` line. */

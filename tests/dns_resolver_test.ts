@@ -1,4 +1,4 @@
-// The stub resolver (core/host/dns.ts) over a fake network and a fake clock: every datagram it
+// The stub resolver (core/host/tunnel/dns.ts) over a fake network and a fake clock: every datagram it
 // sends is seen by a scripted server, and time moves only when the test says so.
 import assert from "node:assert/strict";
 import {
@@ -12,7 +12,7 @@ import {
   type DnsTransport,
   Resolver,
   type ResolverOptions,
-} from "../core/host/dns.ts";
+} from "../core/host/tunnel/dns.ts";
 import {
   decodeMessage,
   DnsClass,

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import dgram from "node:dgram";
-import { type DoctorCheck, runDoctor } from "../core/host/doctor.ts";
+import { type DoctorCheck, runDoctor } from "../core/host/doctor/mod.ts";
 import { encodeKey, generatePrivateKey, publicKeyOf } from "../core/wireguard/keys.ts";
 import { libraries, probes } from "../preload/build/embedded.ts";
 import { genKey, netnsTest, run, which, withTopology } from "./_support/netns.ts";

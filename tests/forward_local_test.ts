@@ -2,9 +2,9 @@
 // sockets, -L and -R, half-close, and what each side sees when the other end is missing.
 import assert from "node:assert/strict";
 import { readAll } from "./_support/bytes.ts";
-import { Forwarder, ForwardError } from "../core/host/forward.ts";
-import { listenUnix, PathInUseError } from "../core/host/forward_local.ts";
-import { parseLocalForward, parseRemoteForward } from "../core/host/forward_spec.ts";
+import { Forwarder, ForwardError } from "../core/host/forward/mod.ts";
+import { listenUnix, PathInUseError } from "../core/host/forward/local.ts";
+import { parseLocalForward, parseRemoteForward } from "../core/host/forward/spec.ts";
 import { FAR4, FAR6, NEAR4, withLoopbackPair, writeAll } from "./_support/forward_pair.ts";
 
 const enc = new TextEncoder(), dec = new TextDecoder();

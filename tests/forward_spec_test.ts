@@ -4,12 +4,12 @@ import {
   isLoopback,
   parseLocalForward,
   parseRemoteForward,
-} from "../core/host/forward_spec.ts";
+} from "../core/host/forward/spec.ts";
 import {
   assignPassedSockets,
   passedSockets,
   SocketActivationError,
-} from "../core/host/forward_systemd.ts";
+} from "../core/host/forward/systemd.ts";
 
 Deno.test("parseLocalForward", async (t) => {
   await t.step("unix, tcp v4 and v6 listeners; names and literals as destinations", () => {

@@ -4,8 +4,8 @@ import assert from "node:assert/strict";
 import { concat, randomBytes, sha256 } from "./_support/bytes.ts";
 import { netnsTest, type Topology, withTopology } from "./_support/netns.ts";
 import { withPair } from "./_support/wg_pair.ts";
-import type { TunnelConn } from "../core/host/net_tcp.ts";
-import type { Tunnel } from "../core/host/tunnel.ts";
+import type { TunnelConn } from "../core/host/tunnel/tcp.ts";
+import type { Tunnel } from "../core/host/tunnel/mod.ts";
 import { TIME_WAIT_DURATION } from "../core/netstack/tcp/constants.ts";
 
 const peerScript = new URL("./_support/tcp_peer.py", import.meta.url).pathname;

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { genPsk, ping, waitForPort, withTopology } from "./_support/netns.ts";
 import { PAIR_MTU, withPair } from "./_support/wg_pair.ts";
 import { netnsTest } from "./_support/netns.ts";
-import type { Tunnel } from "../core/host/tunnel.ts";
+import type { Tunnel } from "../core/host/tunnel/mod.ts";
 import { parseIP } from "../core/wire/addr.ts";
 
 const echoScript = new URL("./_support/udp_echo.py", import.meta.url).pathname;

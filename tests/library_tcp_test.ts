@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { randomBytes, readAll, sha256 } from "./_support/bytes.ts";
 import { parseConfig } from "../core/config/mod.ts";
-import { Tunnel } from "../core/host/tunnel.ts";
+import { Tunnel } from "../core/host/tunnel/mod.ts";
 import { encodeKey, generatePrivateKey, publicKeyOf } from "../core/wireguard/keys.ts";
 
 async function pair(): Promise<{ a: Tunnel; b: Tunnel; [Symbol.asyncDispose](): Promise<void> }> {

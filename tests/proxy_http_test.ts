@@ -2,10 +2,10 @@
 // origin receives and what the client gets back, header by header, and every error status.
 import assert from "node:assert/strict";
 import { readAll } from "./_support/bytes.ts";
-import { ProxyServer } from "../core/host/proxy.ts";
-import { endToEnd, parseHead } from "../core/host/proxy_http.ts";
-import { Credentials } from "../core/host/proxy_io.ts";
-import type { Tunnel } from "../core/host/tunnel.ts";
+import { ProxyServer } from "../core/host/proxy/mod.ts";
+import { endToEnd, parseHead } from "../core/host/proxy/http.ts";
+import { Credentials } from "../core/host/proxy/io.ts";
+import type { Tunnel } from "../core/host/tunnel/mod.ts";
 import { FAR4, withLoopbackPair, writeAll } from "./_support/forward_pair.ts";
 
 const enc = new TextEncoder(), dec = new TextDecoder();

@@ -4,12 +4,12 @@
 import assert from "node:assert/strict";
 import { readAll, readExact } from "./_support/bytes.ts";
 import dgram from "node:dgram";
-import { ProxyServer } from "../core/host/proxy.ts";
-import { Credentials } from "../core/host/proxy_io.ts";
-import { Atyp, decodeAddr, encodeAddr, Rep } from "../core/host/proxy_socks5_wire.ts";
+import { ProxyServer } from "../core/host/proxy/mod.ts";
+import { Credentials } from "../core/host/proxy/io.ts";
+import { Atyp, decodeAddr, encodeAddr, Rep } from "../core/host/proxy/socks5_wire.ts";
 import { formatIP, parseIP } from "../core/wire/addr.ts";
 import { FAR4, FAR6, NEAR4, withLoopbackPair, writeAll } from "./_support/forward_pair.ts";
-import type { Tunnel } from "../core/host/tunnel.ts";
+import type { Tunnel } from "../core/host/tunnel/mod.ts";
 
 const enc = new TextEncoder(), dec = new TextDecoder();
 

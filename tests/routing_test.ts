@@ -10,7 +10,7 @@ import {
   planRoutes,
   PolicyTable,
   RouteError,
-} from "../core/host/routes.ts";
+} from "../core/host/tunnel/routes.ts";
 import { parseConfig } from "../core/config/mod.ts";
 import type { Peer } from "../core/wireguard/device.ts";
 

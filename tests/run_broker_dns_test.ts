@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { parseConfig } from "../core/config/mod.ts";
-import { Broker } from "../core/host/broker.ts";
+import { Broker } from "../core/host/broker/mod.ts";
 import {
   decodeReply,
   encodeRequest,
@@ -19,8 +19,8 @@ import {
   Status,
 } from "../core/host/broker/protocol.ts";
 import { encodeResolveBody } from "../core/host/broker/dns.ts";
-import { Resolver } from "../core/host/dns.ts";
-import { Tunnel } from "../core/host/tunnel.ts";
+import { Resolver } from "../core/host/tunnel/dns.ts";
+import { Tunnel } from "../core/host/tunnel/mod.ts";
 import { formatIP, parseIP } from "../core/wire/addr.ts";
 import { decodeMessage, DnsType, encodeMessage, encodeQuery } from "../core/wire/dns.ts";
 import { encodeKey, generatePrivateKey, publicKeyOf } from "../core/wireguard/keys.ts";

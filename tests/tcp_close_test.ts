@@ -4,7 +4,7 @@
  * close with unread data; half-close.
  */
 import assert from "node:assert/strict";
-import { patternData, TcpScript } from "../core/netstack/tcp/testing.ts";
+import { patternData, TcpScript } from "./_support/tcp_script.ts";
 import type { TcpConnection } from "../core/netstack/tcp.ts";
 
 function watch(conn: TcpConnection) {

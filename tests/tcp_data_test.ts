@@ -3,7 +3,7 @@
  * zero window and persist probes), SACK blocks for out-of-order data, keepalive.
  */
 import assert from "node:assert/strict";
-import { patternData, TcpScript } from "../core/netstack/tcp/testing.ts";
+import { patternData, TcpScript } from "./_support/tcp_script.ts";
 
 const text = (s: string) => new TextEncoder().encode(s);
 

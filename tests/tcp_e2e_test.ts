@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import type { IpBytes } from "../core/wire/addr.ts";
 import { TcpLayer } from "../core/netstack/tcp.ts";
 import type { TcpConnection, TcpLimits } from "../core/netstack/tcp.ts";
-import { type LinkOptions, seededRandom, SimNetwork } from "../core/netstack/tcp/testing.ts";
+import { type LinkOptions, seededRandom, SimNetwork } from "./_support/tcp_script.ts";
 
 const A4 = new Uint8Array([10, 0, 0, 1]);
 const B4 = new Uint8Array([10, 0, 0, 2]);

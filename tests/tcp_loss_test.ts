@@ -4,7 +4,7 @@
  * skips SACKed data, timeouts that give up, and Packet Too Big.
  */
 import assert from "node:assert/strict";
-import { patternData, TcpScript } from "../core/netstack/tcp/testing.ts";
+import { patternData, TcpScript } from "./_support/tcp_script.ts";
 
 const MSS = 1380; // 1400-byte payloads, no timestamps
 

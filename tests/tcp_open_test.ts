@@ -4,7 +4,7 @@
  * port, ICMP); SYN retransmission; listener backlogs and port conflicts.
  */
 import assert from "node:assert/strict";
-import { buildSegment, TcpScript } from "../core/netstack/tcp/testing.ts";
+import { buildSegment, TcpScript } from "./_support/tcp_script.ts";
 import type { TcpError } from "../core/netstack/tcp.ts";
 
 function closeRecorder(conn: { onClose?: (e?: TcpError) => void }) {

@@ -14,7 +14,7 @@
  *
  * @module
  */
-import type { TunnelStatus } from "./tunnel.ts";
+import type { TunnelStatus } from "./tunnel/mod.ts";
 
 /** One running tunnel, as its status socket reports it. */
 export interface StatusRecord extends TunnelStatus {

@@ -8,7 +8,7 @@
  * @module
  */
 import { parseConfig } from "../../core/config/mod.ts";
-import { Tunnel } from "../../core/host/tunnel.ts";
+import { Tunnel } from "../../core/host/tunnel/mod.ts";
 import { encodeKey, generatePrivateKey, publicKeyOf } from "../../core/wireguard/keys.ts";
 
 export const NEAR4 = "10.9.0.2";

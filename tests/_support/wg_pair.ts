@@ -6,7 +6,7 @@
  * @module
  */
 import { parseConfig } from "../../core/config/mod.ts";
-import { Tunnel, type TunnelOptions } from "../../core/host/tunnel.ts";
+import { Tunnel, type TunnelOptions } from "../../core/host/tunnel/mod.ts";
 import { publicKeyOf } from "../../core/wireguard/keys.ts";
 import { genKey, type Topology } from "./netns.ts";
 import type { WireguardGo } from "./wggo.ts";

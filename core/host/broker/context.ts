@@ -7,7 +7,7 @@
 import type { IpBytes } from "../../wire/addr.ts";
 import type { UdpLayer } from "../../netstack/udp.ts";
 import type { Logger } from "../log.ts";
-import type { TcpHost } from "../net_tcp.ts";
+import type { TcpHost } from "../tunnel/tcp.ts";
 
 /** The parts of a `Tunnel` the broker uses (a `Tunnel` is one). */
 export interface BrokerHost extends TcpHost {

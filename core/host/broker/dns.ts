@@ -25,8 +25,8 @@ import {
   type DnsTransport,
   type Resolver,
   systemDnsClock,
-} from "../dns.ts";
-import { connectTcp, type TcpHost } from "../net_tcp.ts";
+} from "../tunnel/dns.ts";
+import { connectTcp, type TcpHost } from "../tunnel/tcp.ts";
 import type { BrokerContext, BrokerHost } from "./context.ts";
 import { readExact, writeAll } from "./io.ts";
 import {

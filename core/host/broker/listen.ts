@@ -23,7 +23,7 @@
 import { formatIP, type IpBytes } from "../../wire/addr.ts";
 import type { TcpConnection } from "../../netstack/tcp/connection.ts";
 import type { TcpListener } from "../../netstack/tcp/listener.ts";
-import { TunnelConn } from "../net_tcp.ts";
+import { TunnelConn } from "../tunnel/tcp.ts";
 import type { BrokerContext } from "./context.ts";
 import { readExact, writeAll } from "./io.ts";
 import {

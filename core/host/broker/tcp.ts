@@ -19,7 +19,7 @@
 import { formatIP, type IpBytes, unmapIPv4 } from "../../wire/addr.ts";
 import type { TcpConnection } from "../../netstack/tcp/connection.ts";
 import { TcpError } from "../../netstack/tcp/errors.ts";
-import { TunnelConn } from "../net_tcp.ts";
+import { TunnelConn } from "../tunnel/tcp.ts";
 import type { BrokerContext } from "./context.ts";
 import { discardExact, writeAll } from "./io.ts";
 import { encodeReply, errorReply, familyOf, type Request, Status, statusOf } from "./protocol.ts";

@@ -6,9 +6,9 @@
  *
  * @module
  */
-import { loadConfig } from "../config/mod.ts";
-import { isLogLevel, Logger, type LogLevel, type LogSink } from "./log.ts";
-import { Tunnel } from "./tunnel.ts";
+import { loadConfig } from "../../config/mod.ts";
+import { isLogLevel, Logger, type LogLevel, type LogSink } from "../log.ts";
+import { Tunnel } from "../tunnel/mod.ts";
 
 /** The signals that stop a service cleanly (exit status 0). */
 export const StopSignals: readonly Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];

@@ -8,21 +8,26 @@
  * After every input the scheduler is kicked, which re-arms the timer at the end of the turn only
  * if a deadline moved earlier.
  *
+ * This folder is the tunnel's own edges, what the library's {@link Tunnel} is made of: `udp.ts`
+ * (the WireGuard socket), `scheduler.ts` (the one timer), `tcp.ts` (stack TCP as `Deno.Conn`),
+ * `dns.ts` (the stub resolver), `http.ts` (`fetch`), `routes.ts` (`--exit-node`, `--route`,
+ * `Route =`). The services (`broker/`, `forward/`, `proxy/`, `doctor/`) sit beside it and use it.
+ *
  * @module
  */
 import { lookup } from "node:dns/promises";
-import type { Config } from "../config/types.ts";
-import { loadConfig, parseConfig } from "../config/mod.ts";
-import { formatIP, type IpBytes, parseIP } from "../wire/addr.ts";
-import { Device, type DeviceEvent, type Endpoint, type Peer } from "../wireguard/device.ts";
-import { formatEndpoint } from "../wireguard/peer.ts";
-import { Stack } from "../netstack/stack.ts";
-import { TcpLayer } from "../netstack/tcp/layer.ts";
-import type { TcpLimits } from "../netstack/tcp/tcb.ts";
-import { connectTcp, netAddr, type TunnelConn, TunnelListener } from "./net_tcp.ts";
+import type { Config } from "../../config/types.ts";
+import { loadConfig, parseConfig } from "../../config/mod.ts";
+import { formatIP, type IpBytes, parseIP } from "../../wire/addr.ts";
+import { Device, type DeviceEvent, type Endpoint, type Peer } from "../../wireguard/device.ts";
+import { formatEndpoint } from "../../wireguard/peer.ts";
+import { Stack } from "../../netstack/stack.ts";
+import { TcpLayer } from "../../netstack/tcp/layer.ts";
+import type { TcpLimits } from "../../netstack/tcp/tcb.ts";
+import { connectTcp, netAddr, type TunnelConn, TunnelListener } from "./tcp.ts";
 import { Resolver } from "./dns.ts";
 import { tunnelFetch } from "./http.ts";
-import { type Logger, silentLogger } from "./log.ts";
+import { type Logger, silentLogger } from "../log.ts";
 import { PolicyTable } from "./routes.ts";
 import { Scheduler } from "./scheduler.ts";
 import { UdpTransport } from "./udp.ts";

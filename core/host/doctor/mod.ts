@@ -11,24 +11,20 @@
  * permissions in force
  * ```
  *
+ * Folder: `world.ts` is the embedded peer and probe program that doctor and selftest both use.
+ *
  * @module
  */
 import { lookup } from "node:dns/promises";
-import { ConfigError } from "../config/errors.ts";
-import { loadConfig } from "../config/mod.ts";
-import type { Config } from "../config/types.ts";
-import { formatIP, parseIP } from "../wire/addr.ts";
-import {
-  type EmbeddedWorld,
-  embeddedWorld,
-  HTTP_BODY,
-  PEER_V4,
-  WrapSession,
-} from "./doctor_world.ts";
-import { inspectExecutable, inspectTarget, LaunchRefused, resolveCommand } from "./launch.ts";
-import { permissionStates } from "./sandbox.ts";
-import { Tunnel } from "./tunnel.ts";
-import { UdpTransport } from "./udp.ts";
+import { ConfigError } from "../../config/errors.ts";
+import { loadConfig } from "../../config/mod.ts";
+import type { Config } from "../../config/types.ts";
+import { formatIP, parseIP } from "../../wire/addr.ts";
+import { type EmbeddedWorld, embeddedWorld, HTTP_BODY, PEER_V4, WrapSession } from "./world.ts";
+import { inspectExecutable, inspectTarget, LaunchRefused, resolveCommand } from "../launch.ts";
+import { permissionStates } from "../sandbox.ts";
+import { Tunnel } from "../tunnel/mod.ts";
+import { UdpTransport } from "../tunnel/udp.ts";
 
 /** How one check ended. */
 export type CheckStatus = "pass" | "warn" | "fail" | "skip";

@@ -8,7 +8,7 @@
  *
  * @module
  */
-import type { TunnelConn } from "./net_tcp.ts";
+import type { TunnelConn } from "./tcp.ts";
 
 /** How the tunnel opens the connection for a URL. */
 export type Dial = (hostname: string, port: number, signal?: AbortSignal) => Promise<TunnelConn>;

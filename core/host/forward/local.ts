@@ -10,9 +10,9 @@
  *
  * @module
  */
-import type { Duplex } from "./forward_relay.ts";
-import type { LocalTarget } from "./forward_spec.ts";
-import { PassedListener, type PassedSocket } from "./forward_systemd.ts";
+import type { Duplex } from "./relay.ts";
+import type { LocalTarget } from "./spec.ts";
+import { PassedListener, type PassedSocket } from "./systemd.ts";
 
 /** A local listener of any kind. */
 export interface LocalListener {

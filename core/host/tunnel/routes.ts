@@ -25,7 +25,7 @@
  *
  * @module
  */
-import type { Config, PeerConfig } from "../config/types.ts";
+import type { Config, PeerConfig } from "../../config/types.ts";
 import {
   formatIP,
   formatPrefix,
@@ -35,8 +35,8 @@ import {
   parsePrefix,
   type Prefix,
   prefixContains,
-} from "../wire/addr.ts";
-import type { Peer } from "../wireguard/device.ts";
+} from "../../wire/addr.ts";
+import type { Peer } from "../../wireguard/device.ts";
 
 /** A routing option that cannot be used: its message is meant for the user. */
 export class RouteError extends TypeError {

@@ -6,8 +6,8 @@
  * @module
  */
 import dgram from "node:dgram";
-import { formatIP, type IpBytes, parseIP, unmapIPv4 } from "../wire/addr.ts";
-import type { Endpoint } from "../wireguard/peer.ts";
+import { formatIP, type IpBytes, parseIP, unmapIPv4 } from "../../wire/addr.ts";
+import type { Endpoint } from "../../wireguard/peer.ts";
 
 /** Datagrams waiting to be sent, at most (two arrays slots each). */
 const MaxQueuedDatagrams = 8192;

@@ -5,8 +5,8 @@
  *
  * @module
  */
-import { formatIP, type IpBytes } from "../wire/addr.ts";
-import type { DialFailure } from "./forward_dial.ts";
+import { formatIP, type IpBytes } from "../../wire/addr.ts";
+import type { DialFailure } from "../forward/dial.ts";
 
 /** RFC 1928 (3): the protocol version. */
 export const SocksVersion = 5;

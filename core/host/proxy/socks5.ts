@@ -9,7 +9,7 @@
  *                                ◄─     VER=1 STATUS (00 success; else the connection closes)]
  *   VER=5 CMD RSV ATYP DST.ADDR DST.PORT ─►
  *                                ◄─     VER=5 REP RSV ATYP BND.ADDR BND.PORT
- *   CONNECT: bytes both ways;  UDP ASSOCIATE: datagrams (proxy_socks5_udp.ts) while this
+ *   CONNECT: bytes both ways;  UDP ASSOCIATE: datagrams (socks5_udp.ts) while this
  *   connection stays open;  BIND: refused (command not supported)
  * ```
  *
@@ -18,12 +18,12 @@
  *
  * @module
  */
-import { type IpBytes, parseIP } from "../wire/addr.ts";
-import { type DialError, dialTunnel } from "./forward_dial.ts";
-import { relay } from "./forward_relay.ts";
-import type { Logger } from "./log.ts";
-import { type BufferedDuplex, type Credentials, ProtocolError } from "./proxy_io.ts";
-import { UdpAssociation } from "./proxy_socks5_udp.ts";
+import { type IpBytes, parseIP } from "../../wire/addr.ts";
+import { type DialError, dialTunnel } from "../forward/dial.ts";
+import { relay } from "../forward/relay.ts";
+import type { Logger } from "../log.ts";
+import { type BufferedDuplex, type Credentials, ProtocolError } from "./io.ts";
+import { UdpAssociation } from "./socks5_udp.ts";
 import {
   Atyp,
   Cmd,
@@ -35,8 +35,8 @@ import {
   type SocksAddr,
   SocksVersion,
   UserPassVersion,
-} from "./proxy_socks5_wire.ts";
-import type { Tunnel } from "./tunnel.ts";
+} from "./socks5_wire.ts";
+import type { Tunnel } from "../tunnel/mod.ts";
 
 function reply(rep: number, bound?: SocksAddr): Uint8Array {
   const addr = encodeAddr(bound ?? { host: new Uint8Array(4), port: 0 });

@@ -6,14 +6,14 @@
  *
  * @module
  */
-import { formatIP, type IpBytes, ipEquals } from "../../wire/addr.ts";
-import { IpProtocol } from "../../wire/ip.ts";
-import { TcpFlag, TcpPacket, TcpRepr } from "../../wire/tcp.ts";
-import type { IpOutput, Transport } from "../types.ts";
-import type { TcpConnection } from "./connection.ts";
-import { TcpLayer } from "./layer.ts";
-import type { TcpListener } from "./listener.ts";
-import type { TcpLimits } from "./tcb.ts";
+import { formatIP, type IpBytes, ipEquals } from "../../core/wire/addr.ts";
+import { IpProtocol } from "../../core/wire/ip.ts";
+import { TcpFlag, TcpPacket, TcpRepr } from "../../core/wire/tcp.ts";
+import type { IpOutput, Transport } from "../../core/netstack/types.ts";
+import type { TcpConnection } from "../../core/netstack/tcp/connection.ts";
+import { TcpLayer } from "../../core/netstack/tcp/layer.ts";
+import type { TcpListener } from "../../core/netstack/tcp/listener.ts";
+import type { TcpLimits } from "../../core/netstack/tcp/tcb.ts";
 
 /** A segment the layer sent, parsed. */
 export interface Sent {

@@ -6,17 +6,20 @@
  *   accept ─► request phase (≤ 30 s, else closed) ─► dial through the tunnel ─► relay
  * ```
  *
- * The request phase is in proxy_socks5.ts and proxy_http.ts; both share the tunnel, the
+ * The request phase is in socks5.ts and http.ts; both share the tunnel, the
  * credentials and the log. Nothing is ever sent to the host network: a destination outside every
  * peer's AllowedIPs is refused.
  *
+ * Folder: `socks5.ts` + `socks5_wire.ts` + `socks5_udp.ts` (RFC 1928/1929), `http.ts` (CONNECT
+ * and absolute-form requests), `io.ts` (buffered reads, credentials, listen addresses).
+ *
  * @module
  */
-import { type Logger, silentLogger } from "./log.ts";
-import { serveHttp } from "./proxy_http.ts";
-import { BufferedDuplex, type Credentials, type ListenAddr, ProtocolError } from "./proxy_io.ts";
-import { serveSocks5 } from "./proxy_socks5.ts";
-import type { Tunnel } from "./tunnel.ts";
+import { type Logger, silentLogger } from "../log.ts";
+import { serveHttp } from "./http.ts";
+import { BufferedDuplex, type Credentials, type ListenAddr, ProtocolError } from "./io.ts";
+import { serveSocks5 } from "./socks5.ts";
+import type { Tunnel } from "../tunnel/mod.ts";
 
 /** How long a client has to finish its request before it is disconnected. */
 export const RequestTimeoutMs = 30_000;

@@ -4,8 +4,8 @@
  *
  * @module
  */
-import type { Duplex } from "./forward_relay.ts";
-import { isLoopback, parseHostPort } from "./forward_spec.ts";
+import type { Duplex } from "../forward/relay.ts";
+import { isLoopback, parseHostPort } from "../forward/spec.ts";
 
 /** The client closed or sent something malformed before the request was complete. */
 export class ProtocolError extends Error {

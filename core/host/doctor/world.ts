@@ -12,15 +12,15 @@
  *
  * @module
  */
-import { parseConfig } from "../config/mod.ts";
-import { formatIP, parseIP } from "../wire/addr.ts";
-import { decodeMessage, DnsType, encodeMessage } from "../wire/dns.ts";
-import { encodeKey, generatePrivateKey, publicKeyOf } from "../wireguard/keys.ts";
-import { Broker } from "./broker.ts";
-import { Resolver } from "./dns.ts";
-import { childEnv, materializeInterposer } from "./launch.ts";
-import type { TunnelConn } from "./net_tcp.ts";
-import { Tunnel } from "./tunnel.ts";
+import { parseConfig } from "../../config/mod.ts";
+import { formatIP, parseIP } from "../../wire/addr.ts";
+import { decodeMessage, DnsType, encodeMessage } from "../../wire/dns.ts";
+import { encodeKey, generatePrivateKey, publicKeyOf } from "../../wireguard/keys.ts";
+import { Broker } from "../broker/mod.ts";
+import { Resolver } from "../tunnel/dns.ts";
+import { childEnv, materializeInterposer } from "../launch.ts";
+import type { TunnelConn } from "../tunnel/tcp.ts";
+import { Tunnel } from "../tunnel/mod.ts";
 
 /** The peer's tunnel addresses and ours. */
 export const PEER_V4 = "10.200.0.1";

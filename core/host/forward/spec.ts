@@ -16,7 +16,7 @@
  *
  * @module
  */
-import { parseIP } from "../wire/addr.ts";
+import { parseIP } from "../../wire/addr.ts";
 
 /** Where a `-L` forward accepts local connections. */
 export type LocalListen =

@@ -8,8 +8,8 @@
  *                                                │
  *                          secret (constant time) ─ wrong ─► AUTH, close
  *                                                │
- *       CONNECT ─► broker/tcp.ts        UDP ─► broker/udp.ts
- *       BIND (then LISTEN), LISTEN+RELAY, ACCEPT, LOOKUP ─► broker/listen.ts
+ *       CONNECT ─► tcp.ts        UDP ─► udp.ts
+ *       BIND (then LISTEN), LISTEN+RELAY, ACCEPT, LOOKUP ─► listen.ts
  * ```
  *
  * Private by construction (DESIGN.md decision 2): the socket lives in a directory only the
@@ -27,11 +27,14 @@
  * await broker.close();
  * ```
  *
+ * Folder: `protocol.ts` (the records), `context.ts` (what handlers share), `io.ts` (exact reads),
+ * `tcp.ts`, `udp.ts`, `listen.ts` (inbound), `dns.ts` (HELLO, RESOLVE, QUERY).
+ *
  * @module
  */
-import { formatIP, formatPrefix, type Prefix } from "../wire/addr.ts";
-import type { BrokerContext, BrokerHost, BrokerStats } from "./broker/context.ts";
-import { readExact, writeAll } from "./broker/io.ts";
+import { formatIP, formatPrefix, type Prefix } from "../../wire/addr.ts";
+import type { BrokerContext, BrokerHost, BrokerStats } from "./context.ts";
+import { readExact, writeAll } from "./io.ts";
 import {
   decodeRequest,
   errorReply,
@@ -42,21 +45,15 @@ import {
   SECRET_LEN,
   secretEqual,
   Status,
-} from "./broker/protocol.ts";
-import { Inbound, serveAccept, serveBind, serveLookup, serveRelayListen } from "./broker/listen.ts";
-import { serveConnect } from "./broker/tcp.ts";
-import {
-  type BrokerDns,
-  serveHello,
-  serveQuery,
-  serveResolve,
-  stackDnsTransport,
-} from "./broker/dns.ts";
-import type { Resolver } from "./dns.ts";
-import { serveUdp } from "./broker/udp.ts";
-import { type Logger, silentLogger } from "./log.ts";
+} from "./protocol.ts";
+import { Inbound, serveAccept, serveBind, serveLookup, serveRelayListen } from "./listen.ts";
+import { serveConnect } from "./tcp.ts";
+import { type BrokerDns, serveHello, serveQuery, serveResolve, stackDnsTransport } from "./dns.ts";
+import type { Resolver } from "../tunnel/dns.ts";
+import { serveUdp } from "./udp.ts";
+import { type Logger, silentLogger } from "../log.ts";
 
-export type { BrokerHost, BrokerStats } from "./broker/context.ts";
+export type { BrokerHost, BrokerStats } from "./context.ts";
 
 /** The socket's name inside the broker directory. */
 export const BROKER_SOCKET_NAME = "broker.sock";

@@ -17,12 +17,12 @@
  *
  * @module
  */
-import { type DialError, type DialFailure, dialTunnel } from "./forward_dial.ts";
-import { type Duplex, relay } from "./forward_relay.ts";
-import { parseHostPort } from "./forward_spec.ts";
-import type { Logger } from "./log.ts";
-import { BufferedDuplex, type Credentials, ProtocolError } from "./proxy_io.ts";
-import type { Tunnel } from "./tunnel.ts";
+import { type DialError, type DialFailure, dialTunnel } from "../forward/dial.ts";
+import { type Duplex, relay } from "../forward/relay.ts";
+import { parseHostPort } from "../forward/spec.ts";
+import type { Logger } from "../log.ts";
+import { BufferedDuplex, type Credentials, ProtocolError } from "./io.ts";
+import type { Tunnel } from "../tunnel/mod.ts";
 
 /** The longest request or response head accepted. */
 export const MaxHeadBytes = 64 * 1024;

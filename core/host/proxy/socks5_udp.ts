@@ -17,12 +17,12 @@
  * @module
  */
 import dgram from "node:dgram";
-import { formatIP, type IpBytes, parseIP, unmapIPv4 } from "../wire/addr.ts";
-import type { UdpSocket } from "../netstack/udp.ts";
-import { resolveThroughTunnel } from "./forward_dial.ts";
-import type { Logger } from "./log.ts";
-import { decodeAddr, encodeAddr } from "./proxy_socks5_wire.ts";
-import type { Tunnel } from "./tunnel.ts";
+import { formatIP, type IpBytes, parseIP, unmapIPv4 } from "../../wire/addr.ts";
+import type { UdpSocket } from "../../netstack/udp.ts";
+import { resolveThroughTunnel } from "../forward/dial.ts";
+import type { Logger } from "../log.ts";
+import { decodeAddr, encodeAddr } from "./socks5_wire.ts";
+import type { Tunnel } from "../tunnel/mod.ts";
 
 /** Names resolved for one association, at most (a client could otherwise grow it at will). */
 const MaxCachedNames = 256;

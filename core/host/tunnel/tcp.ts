@@ -7,11 +7,11 @@
  *
  * @module
  */
-import { formatIP, type IpBytes } from "../wire/addr.ts";
-import type { TcpConnection } from "../netstack/tcp/connection.ts";
-import type { TcpError } from "../netstack/tcp/errors.ts";
-import type { TcpLayer } from "../netstack/tcp/layer.ts";
-import type { TcpListener } from "../netstack/tcp/listener.ts";
+import { formatIP, type IpBytes } from "../../wire/addr.ts";
+import type { TcpConnection } from "../../netstack/tcp/connection.ts";
+import type { TcpError } from "../../netstack/tcp/errors.ts";
+import type { TcpLayer } from "../../netstack/tcp/layer.ts";
+import type { TcpListener } from "../../netstack/tcp/listener.ts";
 
 /** What the wrappers need from the tunnel: the clock and a nudge for the timers. */
 export interface TcpHost {

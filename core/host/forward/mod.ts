@@ -7,12 +7,16 @@
  * ```
  *
  * Every forward accepts concurrently and every connection relays on its own (half-close carried
- * through, see forward_relay.ts). All listeners are opened before any accepts, so a forward that
+ * through, see relay.ts). All listeners are opened before any accepts, so a forward that
  * cannot listen fails the start and leaves nothing behind.
+ *
+ * Folder: `spec.ts` (parsing `-L`/`-R`), `local.ts` (this machine's side: Unix, TCP, passed
+ * sockets), `systemd.ts` (socket activation), `dial.ts` (the tunnel side), `relay.ts` (bytes both
+ * ways), `service.ts` (one start/stop for the CLI).
  *
  * @module
  */
-import { type DialError, dialTunnel } from "./forward_dial.ts";
+import { type DialError, dialTunnel } from "./dial.ts";
 import {
   connectLocal,
   describeTarget,
@@ -20,18 +24,13 @@ import {
   listenTcp,
   listenUnix,
   type LocalListener,
-} from "./forward_local.ts";
-import { type Duplex, relay } from "./forward_relay.ts";
-import {
-  type ForwardSpec,
-  isLoopback,
-  type LocalForward,
-  type RemoteForward,
-} from "./forward_spec.ts";
-import { assignPassedSockets, type PassedSocket } from "./forward_systemd.ts";
-import type { TunnelConn, TunnelListener } from "./net_tcp.ts";
-import { type Logger, silentLogger } from "./log.ts";
-import type { Tunnel } from "./tunnel.ts";
+} from "./local.ts";
+import { type Duplex, relay } from "./relay.ts";
+import { type ForwardSpec, isLoopback, type LocalForward, type RemoteForward } from "./spec.ts";
+import { assignPassedSockets, type PassedSocket } from "./systemd.ts";
+import type { TunnelConn, TunnelListener } from "../tunnel/tcp.ts";
+import { type Logger, silentLogger } from "../log.ts";
+import type { Tunnel } from "../tunnel/mod.ts";
 
 export interface ForwarderOptions {
   logger?: Logger;

@@ -11,7 +11,7 @@
  * @module
  */
 import net from "node:net";
-import { NodeSocketDuplex } from "./forward_relay.ts";
+import { NodeSocketDuplex } from "./relay.ts";
 
 /** The first passed descriptor (SD_LISTEN_FDS_START). */
 export const ListenFdsStart = 3;

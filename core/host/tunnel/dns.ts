@@ -22,7 +22,14 @@
  *
  * @module
  */
-import { formatIP, type IpBytes, ipEquals, parseIPv4, parseIPv6, unmapIPv4 } from "../wire/addr.ts";
+import {
+  formatIP,
+  type IpBytes,
+  ipEquals,
+  parseIPv4,
+  parseIPv6,
+  unmapIPv4,
+} from "../../wire/addr.ts";
 import {
   canonicalName,
   checkName,
@@ -36,10 +43,10 @@ import {
   isAbsoluteName,
   nameEquals,
   randomQueryId,
-} from "../wire/dns.ts";
-import type { Config } from "../config/types.ts";
-import type { IcmpErrorKind } from "../netstack/types.ts";
-import type { UdpLayer } from "../netstack/udp.ts";
+} from "../../wire/dns.ts";
+import type { Config } from "../../config/types.ts";
+import type { IcmpErrorKind } from "../../netstack/types.ts";
+import type { UdpLayer } from "../../netstack/udp.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Seams
@@ -283,7 +290,7 @@ function localhostAddresses(family: 0 | 4 | 6): IpBytes[] {
  * @example Resolving over a fake transport
  * ```ts
  * import { Resolver } from "./dns.ts";
- * import { decodeMessage, DnsType, encodeMessage } from "../wire/dns.ts";
+ * import { decodeMessage, DnsType, encodeMessage } from "../../wire/dns.ts";
  *
  * const server = Uint8Array.of(10, 77, 0, 1);
  * const resolver = new Resolver({

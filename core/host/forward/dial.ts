@@ -6,10 +6,10 @@
  *
  * @module
  */
-import { formatIP, type IpBytes, parseIP } from "../wire/addr.ts";
-import { DnsError } from "./dns.ts";
-import type { TunnelConn } from "./net_tcp.ts";
-import type { Tunnel } from "./tunnel.ts";
+import { formatIP, type IpBytes, parseIP } from "../../wire/addr.ts";
+import { DnsError } from "../tunnel/dns.ts";
+import type { TunnelConn } from "../tunnel/tcp.ts";
+import type { Tunnel } from "../tunnel/mod.ts";
 
 /** Why a dial failed, in the terms a proxy can report. */
 export type DialFailure =
