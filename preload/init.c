@@ -7,11 +7,13 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 volatile int wg_inited;
@@ -98,6 +100,12 @@ void wg_warn(const char *fmt, ...) {
  * returns -1 and sets errno on failure. */
 long sys_read(int fd, void *buf, size_t n) { return syscall(SYS_read, fd, buf, n); }
 long sys_close(int fd) { return syscall(SYS_close, fd); }
+long sys_poll_now(int fd, short events) {
+  struct pollfd p = {.fd = fd, .events = events};
+  struct timespec zero = {0, 0};
+  long r = syscall(SYS_ppoll, &p, 1, &zero, NULL, 0);
+  return r < 0 ? r : p.revents;
+}
 long sys_fcntl(int fd, int cmd, long arg) { return syscall(SYS_fcntl, fd, cmd, arg); }
 long sys_getsockopt(int fd, int level, int name, void *val, socklen_t *len) {
   return syscall(SYS_getsockopt, fd, level, name, val, len);

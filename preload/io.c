@@ -4,7 +4,8 @@
  * sendto, sendmsg, sendmmsg.
  *
  * Hot path: an fd whose lock-free kind byte is NONE or FAST (a connected tunnel TCP socket, a
- * plain byte relay) goes straight to libc; only recvfrom/recvmsg on a FAST fd hide the Unix peer
+ * plain byte relay) goes straight to libc (a read that returns 0 is then asked whether it met a
+ * reset, reset.c); only recvfrom/recvmsg on a FAST fd hide the Unix peer
  * address, as TCP reports none. SLOW fds are a TCP connect whose reply has not been read yet (the
  * reply is taken first, or its error returned), or UDP (frames, udp.c). sendto/sendmsg with an
  * address on a socket that is not ours may make it ours (a UDP datagram to a tunnel destination).
@@ -76,6 +77,21 @@ static ssize_t fail(int e) {
   return -1;
 }
 
+/* A read that returned 0 on a connected tunnel TCP fd may have met a reset (reset.c). `want`:
+ * whether the caller asked for any bytes (a zero-length read says 0 on a live socket too). */
+static ssize_t eof(int fd, ssize_t r, int want, int flags) {
+  if (r != 0 || !want) return r;
+  int e = wg_tcp_eof_error(fd, flags & MSG_PEEK);
+  return e ? fail(e) : 0;
+}
+
+static int iov_wants(const struct iovec *iov, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    if (iov[i].iov_len > 0) return 1;
+  }
+  return 0;
+}
+
 /*
  * The slow receive path. Returns 1 with *res set when it handled the call, 0 when the caller
  * should go on to libc (a TCP socket whose connect has now completed).
@@ -131,7 +147,7 @@ ssize_t read(int fd, void *buf, size_t n) {
   wg_init();
   ssize_t res;
   if (wg_kind(fd) == WG_K_SLOW && slow_recv1(fd, buf, n, 0, NULL, NULL, &res)) return res;
-  return WG_CALL_REAL(read, fd, buf, n);
+  return eof(fd, WG_CALL_REAL(read, fd, buf, n), n > 0, 0);
 }
 
 ssize_t __read_chk(int fd, void *buf, size_t n, size_t buflen) {
@@ -141,7 +157,7 @@ ssize_t __read_chk(int fd, void *buf, size_t n, size_t buflen) {
   if (n <= buflen && wg_kind(fd) == WG_K_SLOW && slow_recv1(fd, buf, n, 0, NULL, NULL, &res)) {
     return res;
   }
-  return WG_CALL_REAL(__read_chk, fd, buf, n, buflen);
+  return eof(fd, WG_CALL_REAL(__read_chk, fd, buf, n, buflen), n > 0, 0);
 }
 
 ssize_t readv(int fd, const struct iovec *iov, int iovcnt) {
@@ -151,14 +167,15 @@ ssize_t readv(int fd, const struct iovec *iov, int iovcnt) {
     ssize_t res;
     if (slow_recv(fd, &m, 0, &res)) return res;
   }
-  return WG_CALL_REAL(readv, fd, iov, iovcnt);
+  ssize_t r = WG_CALL_REAL(readv, fd, iov, iovcnt);
+  return r == 0 && iovcnt > 0 ? eof(fd, r, iov_wants(iov, (size_t)iovcnt), 0) : r;
 }
 
 ssize_t recv(int fd, void *buf, size_t n, int flags) {
   wg_init();
   ssize_t res;
   if (wg_kind(fd) == WG_K_SLOW && slow_recv1(fd, buf, n, flags, NULL, NULL, &res)) return res;
-  return WG_CALL_REAL(recv, fd, buf, n, flags);
+  return eof(fd, WG_CALL_REAL(recv, fd, buf, n, flags), n > 0, flags);
 }
 
 ssize_t __recv_chk(int fd, void *buf, size_t n, size_t buflen, int flags) {
@@ -168,7 +185,7 @@ ssize_t __recv_chk(int fd, void *buf, size_t n, size_t buflen, int flags) {
       slow_recv1(fd, buf, n, flags, NULL, NULL, &res)) {
     return res;
   }
-  return WG_CALL_REAL(__recv_chk, fd, buf, n, buflen, flags);
+  return eof(fd, WG_CALL_REAL(__recv_chk, fd, buf, n, buflen, flags), n > 0, flags);
 }
 
 /* recvfrom on a tunnel TCP socket: the data, and no address (TCP gives none; the Unix
@@ -179,7 +196,7 @@ static ssize_t recvfrom_ours(int fd, void *buf, size_t n, int flags, struct sock
   (void)addr;
   ssize_t r = WG_CALL_REAL(recvfrom, fd, buf, n, flags, NULL, NULL);
   if (r >= 0 && alen) *alen = 0;
-  return r;
+  return eof(fd, r, n > 0, flags);
 }
 
 ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr,
@@ -215,7 +232,7 @@ ssize_t recvmsg(int fd, struct msghdr *msg, int flags) {
   ssize_t r = WG_CALL_REAL(recvmsg, fd, msg, flags);
   msg->msg_name = name;
   if (r >= 0) msg->msg_namelen = 0;
-  return r;
+  return r == 0 ? eof(fd, r, msg->msg_iov && iov_wants(msg->msg_iov, msg->msg_iovlen), flags) : r;
 }
 
 int recvmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags,
@@ -274,6 +291,19 @@ static int slow_send(int fd, const struct msghdr *msg, int flags, ssize_t *res) 
   return handled;
 }
 
+/* A send on a tunnel TCP fd (reset.c): MSG_NOSIGNAL, so that a reset is ECONNRESET. */
+static ssize_t fast_send(int fd, const struct msghdr *msg, int flags) {
+  ssize_t r = WG_CALL_REAL(sendmsg, fd, msg, flags | MSG_NOSIGNAL);
+  if (r < 0 && errno == EPIPE) return fail(wg_tcp_pipe_error(fd, flags));
+  return r;
+}
+
+static ssize_t fast_send1(int fd, const void *buf, size_t n, int flags) {
+  struct iovec iov = {.iov_base = (void *)buf, .iov_len = n};
+  struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
+  return fast_send(fd, &m, flags);
+}
+
 static int slow_send1(int fd, const void *buf, size_t n, int flags, ssize_t *res) {
   struct iovec iov = {.iov_base = (void *)buf, .iov_len = n};
   struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
@@ -283,8 +313,10 @@ static int slow_send1(int fd, const void *buf, size_t n, int flags, ssize_t *res
 ssize_t write(int fd, const void *buf, size_t n) {
   wg_init();
   ssize_t res;
-  if (wg_kind(fd) == WG_K_SLOW && slow_send1(fd, buf, n, 0, &res)) return res;
-  return WG_CALL_REAL(write, fd, buf, n);
+  int kind = wg_kind(fd);
+  if (kind == WG_K_NONE) return WG_CALL_REAL(write, fd, buf, n);
+  if (kind == WG_K_SLOW && slow_send1(fd, buf, n, 0, &res)) return res;
+  return fast_send1(fd, buf, n, 0);
 }
 
 ssize_t writev(int fd, const struct iovec *iov, int iovcnt) {
@@ -294,14 +326,18 @@ ssize_t writev(int fd, const struct iovec *iov, int iovcnt) {
     ssize_t res;
     if (slow_send(fd, &m, 0, &res)) return res;
   }
-  return WG_CALL_REAL(writev, fd, iov, iovcnt);
+  if (wg_kind(fd) == WG_K_NONE || iovcnt < 0) return WG_CALL_REAL(writev, fd, iov, iovcnt);
+  struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
+  return fast_send(fd, &m, 0);
 }
 
 ssize_t send(int fd, const void *buf, size_t n, int flags) {
   wg_init();
   ssize_t res;
-  if (wg_kind(fd) == WG_K_SLOW && slow_send1(fd, buf, n, flags, &res)) return res;
-  return WG_CALL_REAL(send, fd, buf, n, flags);
+  int kind = wg_kind(fd);
+  if (kind == WG_K_NONE) return WG_CALL_REAL(send, fd, buf, n, flags);
+  if (kind == WG_K_SLOW && slow_send1(fd, buf, n, flags, &res)) return res;
+  return fast_send1(fd, buf, n, flags);
 }
 
 ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct sockaddr *addr,
@@ -318,7 +354,7 @@ ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct sockad
   }
   if (kind == WG_K_SLOW && slow_send(fd, &m, flags, &res)) return res;
   /* A tunnel TCP socket: the Unix connection would refuse an address (EISCONN); TCP ignores it. */
-  return WG_CALL_REAL(sendto, fd, buf, n, flags, NULL, 0);
+  return fast_send1(fd, buf, n, flags);
 }
 
 ssize_t sendmsg(int fd, const struct msghdr *msg, int flags) {
@@ -334,7 +370,7 @@ ssize_t sendmsg(int fd, const struct msghdr *msg, int flags) {
   struct msghdr m = *msg;
   m.msg_name = NULL;
   m.msg_namelen = 0;
-  return WG_CALL_REAL(sendmsg, fd, &m, flags);
+  return fast_send(fd, &m, flags);
 }
 
 int sendmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags) {

@@ -185,6 +185,8 @@ struct wg_sock {
   int has_remote;
   int connect_reported; /* a connect() call has returned the outcome */
   int is_kernel;       /* the fd is a kernel TCP socket (relayed listener or its connection) */
+  int shut_wr;         /* the program shut its sending side (shutdown SHUT_WR/SHUT_RDWR) */
+  int reset_reported;  /* a peer's reset has been returned once as ECONNRESET (reset.c) */
   int aux_fd;          /* WG_S_RELAY: the broker connection that keeps the tunnel listener */
   uint16_t relay_port; /* WG_S_RELAY: the port it listens on */
   dev_t dev; /* identity of the Unix socket behind the fd, to notice fd reuse we did not see */
@@ -271,6 +273,16 @@ WG_HIDDEN ssize_t wg_udp_send(int fd, struct wg_sock *s, const struct msghdr *ms
  * it handled (tunnel or deny), 0 when the call should go to libc. */
 WG_HIDDEN int wg_udp_send_fresh(int fd, const struct msghdr *msg, int flags, ssize_t *result);
 
+/* ---- resets (reset.c) ---- */
+
+/* A read call on a tunnel TCP fd returned end of stream: ECONNRESET when the broker
+ * closed the whole connection (a reset from the peer) rather than only its sending side (a FIN),
+ * once, as a kernel reports a reset; else 0. `peek`: report without consuming. */
+WG_HIDDEN int wg_tcp_eof_error(int fd, int peek);
+/* A send with MSG_NOSIGNAL on a tunnel TCP fd said EPIPE: the errno to return (ECONNRESET for a
+ * reset not yet reported); raises SIGPIPE for a plain EPIPE unless `flags` has MSG_NOSIGNAL. */
+WG_HIDDEN int wg_tcp_pipe_error(int fd, int flags);
+
 /* ---- raw system calls ---- */
 
 WG_HIDDEN long sys_read(int fd, void *buf, size_t n);
@@ -284,6 +296,7 @@ WG_HIDDEN long sys_recvfrom(int fd, void *buf, size_t n, int flags);
 WG_HIDDEN long sys_sendmsg(int fd, const struct msghdr *msg, int flags);
 WG_HIDDEN long sys_recvmsg(int fd, struct msghdr *msg, int flags);
 WG_HIDDEN long sys_getpeername(int fd, struct sockaddr *addr, socklen_t *len);
+WG_HIDDEN long sys_poll_now(int fd, short events); /* revents of fd, without waiting */
 /* Reads up to cap-1 bytes of a small file into buf and NUL-terminates it; -1 when unreadable. */
 WG_HIDDEN long wg_read_file(const char *path, char *buf, size_t cap);
 
