@@ -18,7 +18,7 @@
  * given; without it, whatever records did fit are used.
  *
  * The transport and the clock are injected, so the resolver runs over a fake network in tests
- * and over the tunnel's UDP in {@link Resolver.forTunnel}.
+ * and over the tunnel's UDP (and, for truncated answers, its TCP) in {@link Resolver.forTunnel}.
  *
  * @module
  */
@@ -47,6 +47,8 @@ import {
 import type { Config } from "../../config/types.ts";
 import type { IcmpErrorKind } from "../../netstack/types.ts";
 import type { UdpLayer } from "../../netstack/udp.ts";
+import type { TcpLayer } from "../../netstack/tcp/layer.ts";
+import { connectTcp } from "./tcp.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Seams
@@ -238,6 +240,32 @@ export interface DnsTunnel {
   readonly config: Config;
   readonly stack: { readonly udp: UdpLayer };
   poke(): void;
+  /** The tunnel's TCP and its clock: with both, truncated answers are asked again over TCP. */
+  readonly tcp?: TcpLayer;
+  now?(): number;
+}
+
+/**
+ * TCP connections through a tunnel's stack, for answers that did not fit UDP (RFC 7766): the
+ * connection is given up after `timeoutMs` if the server does not accept it.
+ */
+export function tunnelDnsTcp(
+  host: { readonly tcp: TcpLayer; now(): number; poke(): void },
+  timeoutMs = DEFAULT_TIMEOUT_MS * DEFAULT_ATTEMPTS,
+): DnsTcpConnect {
+  return async (server, port) => {
+    const conn = await connectTcp(host, {
+      dst: server,
+      port,
+      noDelay: true,
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    return {
+      write: (data) => conn.writeAll(data),
+      read: () => conn.readChunk(),
+      close: () => conn.close(),
+    };
+  };
 }
 
 /**
@@ -382,15 +410,22 @@ export class Resolver {
   }
 
   /**
-   * A resolver for the tunnel's `DNS =` servers and search domains, asking through the tunnel.
+   * A resolver for the tunnel's `DNS =` servers and search domains, asking through the tunnel:
+   * UDP, and TCP for an answer that came back truncated (when the tunnel has a TCP layer).
    * `options` override the config (e.g. `timeoutMs`).
    * @throws {RangeError} when the config has no DNS servers and `options` gives none.
    */
   static forTunnel(tunnel: DnsTunnel, options: Partial<ResolverOptions> = {}): Resolver {
     const dns = tunnel.config.interface.dns;
+    const tcp = tunnel.tcp;
+    const now = tunnel.now?.bind(tunnel);
+    const tcpConnect = tcp && now
+      ? tunnelDnsTcp({ tcp, now, poke: () => tunnel.poke() })
+      : undefined;
     return new Resolver(tunnelDnsTransport(tunnel), {
       servers: dns.servers,
       search: dns.search,
+      tcpConnect,
       ...options,
     });
   }
