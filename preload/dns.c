@@ -12,7 +12,10 @@
  *   programs with their own resolver (dig, c-ares, …) sending to a resolv.conf nameserver:53
  *       ─► redirected to the tunnel DNS server (connect.c, udp.c call wg_dns_redirect), and the
  *          answers shown as coming from the address the program asked
- *   anything else in libc that would look a host up (gethostbyaddr, getnameinfo, rcmd, …)
+ *   gethostbyaddr[_r], getnameinfo (a name wanted)
+ *       /etc/hosts ─► answered here
+ *       otherwise ─► a PTR query (in-addr.arpa, ip6.arpa) as QUERY ─► the servers
+ *   anything else in libc that would look a host up (rcmd, …)
  *       ─► NSS "hosts" limited to "files" at load (wg_dns_init): /etc/hosts or nothing
  *
  * glibc's own resolver calls socket/connect/sendto through internal aliases that no preloaded
@@ -47,6 +50,11 @@ typedef int (*resnq_fn)(res_state, const char *, int, int, unsigned char *, int)
 typedef int (*resqd_fn)(const char *, const char *, int, int, unsigned char *, int);
 typedef int (*resnqd_fn)(res_state, const char *, const char *, int, int, unsigned char *, int);
 typedef int (*ress_fn)(const unsigned char *, int, unsigned char *, int);
+typedef int (*ghbar_fn)(const void *, socklen_t, int, struct hostent *, char *, size_t,
+                        struct hostent **, int *);
+typedef struct hostent *(*ghba_fn)(const void *, socklen_t, int);
+typedef int (*gni_fn)(const struct sockaddr *, socklen_t, char *, socklen_t, char *, socklen_t,
+                      int);
 typedef int (*resns_fn)(res_state, const unsigned char *, int, unsigned char *, int);
 
 WG_EXPORT int getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
@@ -57,6 +65,11 @@ WG_EXPORT int gethostbyname_r(const char *name, struct hostent *ret, char *buf, 
                               struct hostent **result, int *h_errnop);
 WG_EXPORT struct hostent *gethostbyname2(const char *name, int af);
 WG_EXPORT struct hostent *gethostbyname(const char *name);
+WG_EXPORT int gethostbyaddr_r(const void *addr, socklen_t len, int type, struct hostent *ret,
+                              char *buf, size_t buflen, struct hostent **result, int *h_errnop);
+WG_EXPORT struct hostent *gethostbyaddr(const void *addr, socklen_t len, int type);
+WG_EXPORT int getnameinfo(const struct sockaddr *sa, socklen_t salen, char *host,
+                          socklen_t hostlen, char *serv, socklen_t servlen, int flags);
 WG_EXPORT int res_query(const char *dname, int class, int type, unsigned char *answer, int anslen);
 WG_EXPORT int res_search(const char *dname, int class, int type, unsigned char *answer,
                          int anslen);
@@ -93,6 +106,9 @@ WG_DEFINE_REAL(gethostbyname2_r, ghbn2r_fn)
 WG_DEFINE_REAL(gethostbyname_r, ghbnr_fn)
 WG_DEFINE_REAL(gethostbyname2, ghbn2_fn)
 WG_DEFINE_REAL(gethostbyname, ghbn_fn)
+WG_DEFINE_REAL(gethostbyaddr_r, ghbar_fn)
+WG_DEFINE_REAL(gethostbyaddr, ghba_fn)
+WG_DEFINE_REAL(getnameinfo, gni_fn)
 WG_DEFINE_REAL(res_query, resq_fn)
 WG_DEFINE_REAL(res_search, resq_fn)
 WG_DEFINE_REAL(res_querydomain, resqd_fn)
@@ -161,9 +177,9 @@ static int name_matches(const char *have, size_t hlen, const char *want) {
   return hlen == wlen && hlen > 0 && strncasecmp(have, want, hlen) == 0;
 }
 
-/* /etc/hosts, as the "files" NSS module reads it: every line that lists the name contributes its
- * address; the canonical name is the first name of the first such line. */
-static void hosts_lookup(const char *name, int want4, int want6, struct found *f) {
+/* Calls fn for each line of /etc/hosts split into tokens (address, names…), comments removed,
+ * until fn returns non-zero. */
+static void hosts_scan(int (*fn)(char **tok, size_t ntok, void *ctx), void *ctx) {
   size_t cap = 1 << 16;
   char *text = malloc(cap);
   if (!text) return;
@@ -184,33 +200,55 @@ static void hosts_lookup(const char *name, int want4, int want6, struct found *f
       tok[ntok++] = p;
       while (*p && *p != ' ' && *p != '\t' && *p != '\r') p++;
     }
-    int hit = 0;
-    for (size_t i = 1; i < ntok && !hit; i++) hit = name_matches(tok[i], strlen(tok[i]), name);
-    if (hit) {
-      uint8_t a[16];
-      char addr[64];
-      size_t al = strlen(tok[0]);
-      if (al < sizeof addr) {
-        memcpy(addr, tok[0], al + 1);
-        char *zone = strchr(addr, '%');
-        if (zone) *zone = 0;
-        int added = 0;
-        if (want4 && inet_pton(AF_INET, addr, a) == 1) {
-          add_addr(f, WGP_FAMILY_V4, a);
-          added = 1;
-        } else if (want6 && inet_pton(AF_INET6, addr, a) == 1) {
-          add_addr(f, WGP_FAMILY_V6, a);
-          added = 1;
-        }
-        if (added && !f->canon[0] && strlen(tok[1]) <= WGP_MAX_NAME) {
-          memcpy(f->canon, tok[1], strlen(tok[1]) + 1);
-        }
-      }
-    }
+    if (ntok >= 2 && fn(tok, ntok, ctx)) break;
     if (!eol) break;
     line = eol + 1;
   }
   free(text);
+}
+
+/* The address of a hosts line, without a zone; 0 when it is not one of `af`. */
+static int hosts_addr(const char *text, int af, uint8_t *out) {
+  char addr[64];
+  size_t al = strlen(text);
+  if (al >= sizeof addr) return 0;
+  memcpy(addr, text, al + 1);
+  char *zone = strchr(addr, '%');
+  if (zone) *zone = 0;
+  return inet_pton(af, addr, out) == 1;
+}
+
+struct by_name {
+  const char *name;
+  int want4, want6;
+  struct found *f;
+};
+
+static int hosts_by_name(char **tok, size_t ntok, void *ctx) {
+  struct by_name *q = ctx;
+  int hit = 0;
+  for (size_t i = 1; i < ntok && !hit; i++) hit = name_matches(tok[i], strlen(tok[i]), q->name);
+  if (!hit) return 0;
+  uint8_t a[16];
+  int added = 0;
+  if (q->want4 && hosts_addr(tok[0], AF_INET, a)) {
+    add_addr(q->f, WGP_FAMILY_V4, a);
+    added = 1;
+  } else if (q->want6 && hosts_addr(tok[0], AF_INET6, a)) {
+    add_addr(q->f, WGP_FAMILY_V6, a);
+    added = 1;
+  }
+  if (added && !q->f->canon[0] && strlen(tok[1]) <= WGP_MAX_NAME) {
+    memcpy(q->f->canon, tok[1], strlen(tok[1]) + 1);
+  }
+  return 0;
+}
+
+/* /etc/hosts, as the "files" NSS module reads it: every line that lists the name contributes its
+ * address; the canonical name is the first name of the first such line. */
+static void hosts_lookup(const char *name, int want4, int want6, struct found *f) {
+  struct by_name q = {.name = name, .want4 = want4, .want6 = want6, .f = f};
+  hosts_scan(hosts_by_name, &q);
 }
 
 /* RESOLVE through the broker. Returns a wgp status, or -1 when the broker cannot be reached. */
@@ -705,4 +743,364 @@ int __res_querydomain(const char *name, const char *domain, int class, int type,
 }
 int __res_send(const unsigned char *msg, int msglen, unsigned char *answer, int anslen) {
   return res_send(msg, msglen, answer, anslen);
+}
+
+/* ---- reverse lookups: gethostbyaddr[_r], getnameinfo ---- */
+
+/* Names kept per address: the first is the host name, the others its aliases. */
+#define WG_MAX_PTR_NAMES 8
+/* RFC 1035 3.2.2: TYPE PTR, TYPE CNAME, CLASS IN. */
+#define DNS_T_PTR 12
+#define DNS_T_CNAME 5
+#define DNS_C_IN 1
+/* Answer records looked at per response. */
+#define WG_MAX_ANSWERS 64
+
+struct names {
+  size_t count;
+  char name[WG_MAX_PTR_NAMES][WGP_MAX_NAME + 1];
+};
+
+static void add_name(struct names *n, const char *name) {
+  size_t len = strlen(name);
+  if (n->count >= WG_MAX_PTR_NAMES || len == 0 || len > WGP_MAX_NAME) return;
+  for (size_t i = 0; i < n->count; i++) {
+    if (name_matches(name, len, n->name[i])) return;
+  }
+  memcpy(n->name[n->count++], name, len + 1);
+}
+
+/* RFC 1035 3.5 (IPv4), RFC 3596 2.5 (IPv6): the name an address's PTR record is kept under.
+ * `out` holds at least 73 bytes. */
+static void ptr_name(int af, const uint8_t *a, char *out) {
+  if (af == AF_INET) {
+    sprintf(out, "%u.%u.%u.%u.in-addr.arpa", a[3], a[2], a[1], a[0]);
+    return;
+  }
+  static const char hex[] = "0123456789abcdef";
+  size_t o = 0;
+  for (int i = 15; i >= 0; i--) {
+    out[o++] = hex[a[i] & 0x0f];
+    out[o++] = '.';
+    out[o++] = hex[a[i] >> 4];
+    out[o++] = '.';
+  }
+  memcpy(out + o, "ip6.arpa", sizeof "ip6.arpa");
+}
+
+/* Reads the name at *off of m[0..len) (RFC 1035 4.1.4: pointers followed) as dotted text into
+ * out (WGP_MAX_NAME + 1 bytes; the root is ""), and moves *off past it. *bad is set when a label
+ * holds a byte no host name has (space, control, '.', '\\'). -1 when malformed. */
+static int read_name(const uint8_t *m, size_t len, size_t *off, char *out, int *bad) {
+  size_t p = *off, o = 0;
+  int jumped = 0, hops = 0;
+  *bad = 0;
+  for (;;) {
+    if (p >= len) return -1;
+    uint8_t l = m[p];
+    if ((l & 0xc0) == 0xc0) {
+      if (p + 1 >= len || ++hops > 64) return -1;
+      if (!jumped) *off = p + 2;
+      jumped = 1;
+      p = ((size_t)(l & 0x3f) << 8) | m[p + 1];
+      continue;
+    }
+    if (l & 0xc0) return -1;
+    if (l == 0) {
+      if (!jumped) *off = p + 1;
+      break;
+    }
+    if (p + 1 + l > len || o + (o ? 1 : 0) + l > WGP_MAX_NAME) return -1;
+    if (o) out[o++] = '.';
+    for (size_t i = 0; i < l; i++) {
+      uint8_t c = m[p + 1 + i];
+      if (c <= 0x20 || c >= 0x7f || c == '.' || c == '\\') *bad = 1;
+      out[o++] = (char)c;
+    }
+    p += 1 + (size_t)l;
+  }
+  out[o] = 0;
+  return 0;
+}
+
+static uint16_t be16(const uint8_t *p) { return (uint16_t)((p[0] << 8) | p[1]); }
+
+/* The PTR targets for qname in a response, following a CNAME chain first (RFC 2317 delegates
+ * classless reverse zones with CNAMEs). A wgp status. */
+static int parse_ptr(const uint8_t *m, size_t len, const char *qname, struct names *out) {
+  if (len < 12) return WGP_ST_AGAIN;
+  int rcode = m[3] & 0x0f;
+  if (rcode == 3) return WGP_ST_NOTFOUND;
+  if (rcode != 0) return WGP_ST_AGAIN;
+  size_t qd = be16(m + 4), an = be16(m + 6), off = 12;
+  char name[WGP_MAX_NAME + 1];
+  int bad;
+  for (size_t i = 0; i < qd; i++) {
+    if (read_name(m, len, &off, name, &bad) != 0 || off + 4 > len) return WGP_ST_AGAIN;
+    off += 4;
+  }
+  struct {
+    uint16_t type;
+    size_t owner, rdata;
+  } rr[WG_MAX_ANSWERS];
+  size_t nrr = 0;
+  for (size_t i = 0; i < an && nrr < WG_MAX_ANSWERS; i++) {
+    size_t owner = off;
+    if (read_name(m, len, &off, name, &bad) != 0 || off + 10 > len) return WGP_ST_AGAIN;
+    uint16_t type = be16(m + off), class = be16(m + off + 2), rdlen = be16(m + off + 8);
+    size_t rdata = off + 10;
+    if (rdata + rdlen > len) return WGP_ST_AGAIN;
+    off = rdata + rdlen;
+    if (class != DNS_C_IN || (type != DNS_T_PTR && type != DNS_T_CNAME)) continue;
+    rr[nrr].type = type;
+    rr[nrr].owner = owner;
+    rr[nrr].rdata = rdata;
+    nrr++;
+  }
+  char cur[WGP_MAX_NAME + 1], target[WGP_MAX_NAME + 1];
+  snprintf(cur, sizeof cur, "%s", qname);
+  for (int hops = 0; hops < 8; hops++) {
+    int moved = 0;
+    for (size_t i = 0; i < nrr && !moved; i++) {
+      size_t o = rr[i].owner, t = rr[i].rdata;
+      if (rr[i].type != DNS_T_CNAME || read_name(m, len, &o, name, &bad) != 0 ||
+          !name_matches(name, strlen(name), cur) || read_name(m, len, &t, target, &bad) != 0) {
+        continue;
+      }
+      memcpy(cur, target, sizeof cur);
+      moved = 1;
+    }
+    if (!moved) break;
+  }
+  for (size_t i = 0; i < nrr; i++) {
+    size_t o = rr[i].owner, t = rr[i].rdata;
+    if (rr[i].type != DNS_T_PTR || read_name(m, len, &o, name, &bad) != 0 ||
+        !name_matches(name, strlen(name), cur) || read_name(m, len, &t, target, &bad) != 0 ||
+        bad) {
+      continue;
+    }
+    add_name(out, target);
+  }
+  return out->count > 0 ? WGP_OK : WGP_ST_NODATA;
+}
+
+struct by_addr {
+  int af;
+  const uint8_t *addr;
+  struct names *out;
+};
+
+/* As the "files" module: the first line with the address gives its names. */
+static int hosts_by_addr(char **tok, size_t ntok, void *ctx) {
+  struct by_addr *q = ctx;
+  uint8_t a[16];
+  if (!hosts_addr(tok[0], q->af, a) || memcmp(a, q->addr, q->af == AF_INET ? 4 : 16) != 0) {
+    return 0;
+  }
+  for (size_t i = 1; i < ntok; i++) add_name(q->out, tok[i]);
+  return 1;
+}
+
+/* The names of an address: /etc/hosts, else a PTR query through the tunnel. A wgp status
+ * (-1: broker unreachable). `af` is AF_INET or AF_INET6 (IPv4-mapped already unmapped). */
+static int reverse_lookup(int af, const uint8_t *addr, struct names *out) {
+  memset(out, 0, sizeof *out);
+  if (wg_dns.broken) return WGP_ST_NODNS;
+  struct by_addr q = {.af = af, .addr = addr, .out = out};
+  hosts_scan(hosts_by_addr, &q);
+  if (out->count > 0) return WGP_OK;
+  char qname[80];
+  ptr_name(af, addr, qname);
+  uint8_t query[12 + 80 + 4];
+  int qlen = make_query(qname, DNS_C_IN, DNS_T_PTR, query, sizeof query);
+  if (qlen < 0) return WGP_ST_NOTFOUND;
+  uint8_t *answer = malloc(WGP_MAX_DNS_MESSAGE);
+  if (!answer) return WGP_ST_AGAIN;
+  wg_debug("reverse lookup %s through the tunnel", qname);
+  int herr = 0;
+  int n = send_query(query, qlen, answer, (int)WGP_MAX_DNS_MESSAGE, &herr);
+  int st;
+  if (n < 0) {
+    st = herr == NO_RECOVERY ? WGP_ST_NODNS : WGP_ST_AGAIN;
+  } else if (n < 12 || answer[0] != query[0] || answer[1] != query[1]) {
+    st = WGP_ST_AGAIN;
+  } else {
+    st = parse_ptr(answer, (size_t)n < WGP_MAX_DNS_MESSAGE ? (size_t)n : WGP_MAX_DNS_MESSAGE,
+                   qname, out);
+  }
+  free(answer);
+  return st;
+}
+
+/* The address to look up: IPv4-mapped IPv6 as its IPv4 address (as glibc's DNS module). */
+static void lookup_form(int type, const uint8_t *a, int *af, const uint8_t **la) {
+  *af = type;
+  *la = a;
+  if (type == AF_INET6 && IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)(const void *)a)) {
+    *af = AF_INET;
+    *la = a + 12;
+  }
+}
+
+/* Lays out a hostent for one address and its names: pointers, the address, then the names. */
+static int fill_addr_hostent(const struct names *n, int type, const uint8_t *addr, size_t alen,
+                             struct hostent *ret, char *buf, size_t buflen) {
+  size_t pad = (sizeof(char *) - ((uintptr_t)buf % sizeof(char *))) % sizeof(char *);
+  size_t need = pad + (2 + n->count) * sizeof(char *) + alen;
+  for (size_t i = 0; i < n->count; i++) need += strlen(n->name[i]) + 1;
+  if (need > buflen) return ERANGE;
+  char **ptrs = (char **)(void *)(buf + pad);
+  char **aliases = ptrs + 2;
+  char *data = (char *)(aliases + n->count);
+  memcpy(data, addr, alen);
+  ptrs[0] = data;
+  ptrs[1] = NULL;
+  data += alen;
+  for (size_t i = 0; i < n->count; i++) {
+    size_t l = strlen(n->name[i]) + 1;
+    memcpy(data, n->name[i], l);
+    if (i == 0) ret->h_name = data;
+    else aliases[i - 1] = data;
+    data += l;
+  }
+  aliases[n->count - 1] = NULL;
+  ret->h_aliases = aliases;
+  ret->h_addrtype = type;
+  ret->h_length = (int)alen;
+  ret->h_addr_list = ptrs;
+  return 0;
+}
+
+static int wg_gethostbyaddr_r(const void *addr, socklen_t len, int type, struct hostent *ret,
+                              char *buf, size_t buflen, struct hostent **result, int *h_errnop) {
+  *result = NULL;
+  size_t alen = type == AF_INET ? 4 : type == AF_INET6 ? 16 : 0;
+  if (alen == 0) {
+    *h_errnop = NETDB_INTERNAL;
+    errno = EAFNOSUPPORT;
+    return EAFNOSUPPORT;
+  }
+  if (!addr || len != alen) {
+    *h_errnop = NETDB_INTERNAL;
+    errno = EINVAL;
+    return EINVAL;
+  }
+  /* As glibc: the unspecified IPv6 address has no name, and nobody is asked. */
+  if (type == AF_INET6 && IN6_IS_ADDR_UNSPECIFIED((const struct in6_addr *)addr)) {
+    *h_errnop = HOST_NOT_FOUND;
+    return ENOENT;
+  }
+  int af;
+  const uint8_t *la;
+  lookup_form(type, addr, &af, &la);
+  struct names n;
+  int st = reverse_lookup(af, la, &n);
+  if (st != WGP_OK) {
+    *h_errnop = h_error(st);
+    return st == WGP_ST_AGAIN || st < 0 ? EAGAIN : 0;
+  }
+  int e = fill_addr_hostent(&n, type, addr, alen, ret, buf, buflen);
+  if (e) {
+    *h_errnop = NETDB_INTERNAL;
+    errno = e;
+    return e;
+  }
+  *h_errnop = 0;
+  *result = ret;
+  return 0;
+}
+
+int gethostbyaddr_r(const void *addr, socklen_t len, int type, struct hostent *ret, char *buf,
+                    size_t buflen, struct hostent **result, int *h_errnop) {
+  wg_init();
+  if (!dns_on()) {
+    if (!real_gethostbyaddr_r()) return ENOSYS;
+    return real_gethostbyaddr_r()(addr, len, type, ret, buf, buflen, result, h_errnop);
+  }
+  /* glibc sets h_errno as well as *h_errnop, and callers (python) read h_errno. */
+  int r = wg_gethostbyaddr_r(addr, len, type, ret, buf, buflen, result, h_errnop);
+  h_errno = *h_errnop;
+  return r;
+}
+
+static __thread struct hostent tls_addr_host;
+static __thread char tls_addr_buf[4096];
+
+struct hostent *gethostbyaddr(const void *addr, socklen_t len, int type) {
+  wg_init();
+  if (!dns_on()) return real_gethostbyaddr() ? real_gethostbyaddr()(addr, len, type) : NULL;
+  struct hostent *out;
+  int herr = 0;
+  wg_gethostbyaddr_r(addr, len, type, &tls_addr_host, tls_addr_buf, sizeof tls_addr_buf, &out,
+                     &herr);
+  h_errno = herr;
+  return out;
+}
+
+/* NI_NOFQDN: the first label only, for a name below a search domain (the tunnel's "local"
+ * domain; glibc takes the host's own, which would need a lookup). */
+static void strip_local_domain(char *name) {
+  size_t n = strlen(name);
+  for (int i = 0; i < wg_dns.nsearch; i++) {
+    const char *d = wg_dns.search[i];
+    size_t dl = strlen(d);
+    if (dl > 0 && d[dl - 1] == '.') dl--;
+    if (dl == 0 || n <= dl + 1) continue;
+    if (name[n - dl - 1] == '.' && strncasecmp(name + n - dl, d, dl) == 0) {
+      char *dot = strchr(name, '.');
+      if (dot) *dot = 0;
+      return;
+    }
+  }
+}
+
+static int wg_getnameinfo(const struct sockaddr *sa, socklen_t salen, char *host,
+                          socklen_t hostlen, char *serv, socklen_t servlen, int flags) {
+  gni_fn real = real_getnameinfo();
+  if (!real) return EAI_SYSTEM;
+  if (!dns_on() || !host || hostlen == 0 || (flags & NI_NUMERICHOST) || !sa ||
+      (sa->sa_family != AF_INET && sa->sa_family != AF_INET6)) {
+    return real(sa, salen, host, hostlen, serv, servlen, flags);
+  }
+  /* libc checks the address, length and flags, and writes the service and the numeric host:
+   * with NI_NUMERICHOST it looks no host up. */
+  char numeric[NI_MAXHOST];
+  int r = real(sa, salen, numeric, sizeof numeric, serv, servlen,
+               (flags & ~NI_NAMEREQD) | NI_NUMERICHOST);
+  if (r != 0) return r;
+  int af;
+  const uint8_t *la;
+  int st = WGP_ST_NOTFOUND;
+  struct names n;
+  if (sa->sa_family == AF_INET) {
+    lookup_form(AF_INET, (const uint8_t *)&((const struct sockaddr_in *)(const void *)sa)->sin_addr,
+                &af, &la);
+    st = reverse_lookup(af, la, &n);
+  } else {
+    const struct in6_addr *a6 = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
+    if (!IN6_IS_ADDR_UNSPECIFIED(a6)) {
+      lookup_form(AF_INET6, (const uint8_t *)a6, &af, &la);
+      st = reverse_lookup(af, la, &n);
+    }
+  }
+  const char *out = numeric;
+  if (st == WGP_OK) {
+    if (flags & NI_NOFQDN) strip_local_domain(n.name[0]);
+    out = n.name[0];
+  } else if (flags & NI_NAMEREQD) {
+    return st == WGP_ST_AGAIN || st < 0 ? EAI_AGAIN : st == WGP_ST_NODNS ? EAI_FAIL : EAI_NONAME;
+  }
+  size_t len = strlen(out);
+  if (len >= hostlen) return EAI_OVERFLOW;
+  memcpy(host, out, len + 1);
+  return 0;
+}
+
+int getnameinfo(const struct sockaddr *sa, socklen_t salen, char *host, socklen_t hostlen,
+                char *serv, socklen_t servlen, int flags) {
+  wg_init();
+  int saved = errno;
+  int r = wg_getnameinfo(sa, salen, host, hostlen, serv, servlen, flags);
+  if (r != EAI_SYSTEM) errno = saved;
+  return r;
 }
