@@ -184,8 +184,13 @@ int wgp_decode_reply(const uint8_t *in, size_t len, struct wgp_reply *r) {
 }
 
 static int check_frame(const struct wgp_frame *f) {
+  if (f->flags & ~(WGP_FRAME_F_HOST | WGP_FRAME_F_ERROR)) return WGP_E_FLAGS;
   if (f->family != WGP_FAMILY_V4 && f->family != WGP_FAMILY_V6) return WGP_E_FAMILY;
-  return check_endpoint(f->family, f->peer.addr, f->peer.port);
+  int err = check_endpoint(f->family, f->peer.addr, f->peer.port);
+  if (err) return err;
+  if (!(f->flags & WGP_FRAME_F_ERROR)) return f->error ? WGP_E_RESERVED : 0;
+  if (f->error == WGP_OK || f->error > WGP_STATUS_MAX) return WGP_E_STATUS;
+  return f->length ? WGP_E_LENGTH : 0;
 }
 
 int wgp_encode_frame(const struct wgp_frame *f, uint8_t out[WGP_FRAME_HEADER_LEN]) {
@@ -195,17 +200,21 @@ int wgp_encode_frame(const struct wgp_frame *f, uint8_t out[WGP_FRAME_HEADER_LEN
   put16(out + WGP_FRAME_LENGTH, f->length);
   put16(out + WGP_FRAME_PORT, f->peer.port);
   out[WGP_FRAME_FAMILY] = f->family;
+  out[WGP_FRAME_FLAGS] = f->flags;
+  out[WGP_FRAME_ERROR] = f->error;
   memcpy(out + WGP_FRAME_ADDR, f->peer.addr, 16);
   return 0;
 }
 
 int wgp_decode_frame(const uint8_t *in, size_t len, struct wgp_frame *f) {
   if (len < WGP_FRAME_HEADER_LEN) return WGP_E_SHORT;
-  if (!all_zero(in + WGP_FRAME_RESERVED, 3)) return WGP_E_RESERVED;
+  if (in[WGP_FRAME_RESERVED] != 0) return WGP_E_RESERVED;
   memset(f, 0, sizeof *f);
   f->length = get16(in + WGP_FRAME_LENGTH);
   f->peer.port = get16(in + WGP_FRAME_PORT);
   f->family = in[WGP_FRAME_FAMILY];
+  f->flags = in[WGP_FRAME_FLAGS];
+  f->error = in[WGP_FRAME_ERROR];
   memcpy(f->peer.addr, in + WGP_FRAME_ADDR, 16);
   return check_frame(f);
 }
@@ -259,6 +268,7 @@ int wgp_status_errno(uint8_t status) {
   case WGP_ST_NODATA: return ENODATA;
   case WGP_ST_AGAIN: return EAGAIN;
   case WGP_ST_NODNS: return ENOSYS;
+  case WGP_ST_MSGSIZE: return EMSGSIZE;
   default: return EPROTO;
   }
 }
@@ -267,7 +277,7 @@ const char *wgp_status_name(uint8_t status) {
   static const char *const names[] = {
       "ok", "auth", "badreq", "connrefused", "timedout", "netunreach", "hostunreach",
       "addrinuse", "addrnotavail", "connreset", "nobufs", "afnosupport", "noent", "acces",
-      "prohibited", "notfound", "nodata", "again", "nodns",
+      "prohibited", "notfound", "nodata", "again", "nodns", "msgsize",
   };
   return status <= WGP_STATUS_MAX ? names[status] : "?";
 }

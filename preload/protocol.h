@@ -63,7 +63,9 @@ enum {
   WGP_FRAME_LENGTH = 0,   /* 2: payload bytes that follow the header */
   WGP_FRAME_PORT = 2,     /* 2 */
   WGP_FRAME_FAMILY = 4,   /* 1 */
-  WGP_FRAME_RESERVED = 5, /* 3 */
+  WGP_FRAME_FLAGS = 5,    /* 1: WGP_FRAME_F_* */
+  WGP_FRAME_ERROR = 6,    /* 1: a status, in an error frame */
+  WGP_FRAME_RESERVED = 7, /* 1 */
   WGP_FRAME_ADDR = 8,     /* 16 */
 };
 
@@ -129,8 +131,10 @@ enum wgp_status {
   WGP_ST_NODATA = 16,   /* the name has no address of that family -> EAI_NODATA, NO_DATA */
   WGP_ST_AGAIN = 17,    /* no answer in time, or SERVFAIL           -> EAI_AGAIN, TRY_AGAIN */
   WGP_ST_NODNS = 18,    /* the tunnel has no DNS server (no `DNS =`) -> EAI_FAIL, NO_RECOVERY */
+  /* UDP error frames (ICMP "fragmentation needed" / "packet too big"). */
+  WGP_ST_MSGSIZE = 19, /* -> EMSGSIZE */
 };
-#define WGP_STATUS_MAX 18
+#define WGP_STATUS_MAX 19
 
 /* One endpoint. `addr` holds 4 bytes (then 12 zero bytes) for IPv4, 16 for IPv6. */
 struct wgp_endpoint {
@@ -159,9 +163,18 @@ struct wgp_reply {
   struct wgp_endpoint remote;
 };
 
+/* Frame flags. HOST: the datagram goes out on (or came in from) the host network, for a socket
+ * bound to a wildcard address (it lives in both). ERROR: no datagram but an ICMP error about one
+ * the socket sent to `peer`; `error` is the status (CONNREFUSED, HOSTUNREACH, NETUNREACH,
+ * PROHIBITED, MSGSIZE) and the length is 0. */
+#define WGP_FRAME_F_HOST 0x1
+#define WGP_FRAME_F_ERROR 0x2
+
 struct wgp_frame {
   uint16_t length; /* payload bytes after the header */
   uint8_t family;
+  uint8_t flags; /* WGP_FRAME_F_* */
+  uint8_t error; /* with WGP_FRAME_F_ERROR: a status; else 0 */
   struct wgp_endpoint peer; /* to send: destination; received: source */
 };
 

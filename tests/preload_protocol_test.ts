@@ -15,6 +15,7 @@ import {
   errorReply,
   Family,
   type Frame,
+  FrameFlag,
   MAX_PADDING,
   Op,
   Proto,
@@ -144,17 +145,30 @@ function replyFields(p: Reply): string {
   ].join(" ");
 }
 
+/** Data frames, host frames, error frames, and now and then one that breaks a flag rule. */
 function randomFrame(r: () => number): Frame {
   const family = r() < 0.5 ? Family.V4 : Family.V6;
+  const kind = r();
+  const error = kind < 0.3;
   return {
-    length: Math.floor(r() * 65536),
+    length: error && r() < 0.9 ? 0 : Math.floor(r() * 65536),
     family,
     peer: { addr: randomBytes(r, family === Family.V4 ? 4 : 16), port: Math.floor(r() * 65536) },
+    flags: error
+      ? FrameFlag.Error | (r() < 0.2 ? FrameFlag.Host : 0)
+      : kind < 0.6
+      ? FrameFlag.Host
+      : kind < 0.95
+      ? 0
+      : Math.floor(r() * 256),
+    error: error ? Math.floor(r() * 21) : kind > 0.9 ? Math.floor(r() * 3) : 0,
   };
 }
 
 function frameFields(f: Frame): string {
-  return [f.length, f.family, f.peer.port, field16(f.peer.addr)].join(" ");
+  return [f.length, f.family, f.peer.port, field16(f.peer.addr), f.flags ?? 0, f.error ?? 0].join(
+    " ",
+  );
 }
 
 /** What the TS decoder says about bytes, in the C batch's words. */
@@ -270,19 +284,38 @@ Deno.test("preload protocol: replies and UDP frame headers agree in C and TypeSc
         field16(p.local.addr)
       } ${field16(p.remote.addr)}`
     ),
-    ...frames.map((f) => `efrm ${f.length} ${f.family} ${f.peer.port} ${field16(f.peer.addr)}`),
+    ...frames.map((f) =>
+      `efrm ${f.length} ${f.family} ${f.peer.port} ${field16(f.peer.addr)} ${f.flags} ${f.error}`
+    ),
   ];
   const c = await batch(lines);
   for (let i = 0; i < replies.length; i++) {
     assert.equal(c[i], `ok ${hex(encodeReply(replies[i]!))}`, `reply ${i}`);
     assert.equal(replyFields(decodeReply(unhex(c[i]!.slice(3)))), replyFields(replies[i]!));
   }
+  const encoded: Uint8Array[] = [];
+  const verdicts = new Set<string>();
   for (let i = 0; i < frames.length; i++) {
-    assert.equal(c[replies.length + i], `ok ${hex(encodeFrameHeader(frames[i]!))}`, `frame ${i}`);
+    let ts: string;
+    try {
+      const bytes = encodeFrameHeader(frames[i]!);
+      encoded.push(bytes);
+      ts = `ok ${hex(bytes)}`;
+      assert.equal(frameFields(decodeFrameHeader(bytes)), frameFields(frames[i]!));
+    } catch (e) {
+      if (!(e instanceof ProtocolError)) throw e;
+      ts = `err ${e.code}`;
+    }
+    assert.equal(c[replies.length + i], ts, `frame ${i}`);
+    verdicts.add(ts.startsWith("ok") ? "ok" : ts);
+  }
+  // Every frame rule was broken by some sample, and most samples were valid.
+  for (const v of ["ok", "err flags", "err status", "err length", "err reserved"]) {
+    assert.ok(verdicts.has(v), `no frame sample gave ${v}`);
   }
   // Corrupted replies and frames.
   const badReplies = replies.map((p) => mutate(r, encodeReply(p), [2, 4, 5, 6, 7, 12, 20, 30, 40]));
-  const badFrames = frames.map((f) => mutate(r, encodeFrameHeader(f), [4, 5, 6, 7, 12, 20, 23]));
+  const badFrames = encoded.map((b) => mutate(r, b, [4, 5, 6, 7, 12, 20, 23]));
   const c2 = await batch([
     ...badReplies.map((b) => `drep ${hex(b)}`),
     ...badFrames.map((b) => `dfrm ${hex(b)}`),

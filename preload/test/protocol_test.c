@@ -8,7 +8,7 @@
  *     dreq HEX | drep HEX | dfrm HEX          decode: "ok <fields…>" or "err <name>"
  *     ereq op proto family flags padding arg lport rport LADDR RADDR SECRET
  *     erep status family arg lport rport LADDR RADDR
- *     efrm length family port ADDR            encode: "ok HEX" or "err <name>"
+ *     efrm length family port ADDR flags error  encode: "ok HEX" or "err <name>"
  *     route ROUTES ADDRESSES KILL IP          "pass" | "tunnel" | "deny" ("-" for an empty list)
  *     dres HEX                                a RESOLVE reply body: "ok CANON|- COUNT FAM:ADDR…"
  *   (addresses are 32 hex digits, the secret 64)
@@ -264,9 +264,22 @@ static void test_frame(void) {
   CHECK(buf[0] == 0xff && buf[1] == 0xff && buf[2] == 0 && buf[3] == 53 && buf[4] == 4);
   CHECK(wgp_decode_frame(buf, sizeof buf, &back) == 0 && memcmp(&f, &back, sizeof f) == 0);
   CHECK(wgp_decode_frame(buf, 23, &back) == WGP_E_SHORT);
-  buf[WGP_FRAME_RESERVED + 1] = 1;
+  buf[WGP_FRAME_RESERVED] = 1;
   CHECK(wgp_decode_frame(buf, sizeof buf, &back) == WGP_E_RESERVED);
-  buf[WGP_FRAME_RESERVED + 1] = 0;
+  buf[WGP_FRAME_RESERVED] = 0;
+  buf[WGP_FRAME_FLAGS] = 0x4;
+  CHECK(wgp_decode_frame(buf, sizeof buf, &back) == WGP_E_FLAGS);
+  buf[WGP_FRAME_FLAGS] = 0;
+  buf[WGP_FRAME_ERROR] = WGP_ST_CONNREFUSED; /* an error without the ERROR flag */
+  CHECK(wgp_decode_frame(buf, sizeof buf, &back) == WGP_E_RESERVED);
+  buf[WGP_FRAME_FLAGS] = WGP_FRAME_F_ERROR; /* an error frame carries no payload */
+  CHECK(wgp_decode_frame(buf, sizeof buf, &back) == WGP_E_LENGTH);
+  buf[0] = buf[1] = 0;
+  CHECK(wgp_decode_frame(buf, sizeof buf, &back) == 0 && back.error == WGP_ST_CONNREFUSED);
+  buf[WGP_FRAME_ERROR] = 0;
+  CHECK(wgp_decode_frame(buf, sizeof buf, &back) == WGP_E_STATUS);
+  buf[WGP_FRAME_FLAGS] = 0;
+  buf[0] = buf[1] = 0xff;
   buf[WGP_FRAME_FAMILY] = 0;
   CHECK(wgp_decode_frame(buf, sizeof buf, &back) == WGP_E_FAMILY);
   buf[WGP_FRAME_FAMILY] = 4;
@@ -519,7 +532,7 @@ static void batch_line(char *line) {
       }
       printf("ok %u %u", f.length, f.family);
       print_endpoint(&f.peer);
-      printf("\n");
+      printf(" %u %u\n", f.flags, f.error);
     }
     return;
   }
@@ -569,12 +582,14 @@ static void batch_line(char *line) {
     printf("ok %s\n", out);
     return;
   }
-  if (!strcmp(argv[0], "efrm") && argc == 5) {
+  if (!strcmp(argv[0], "efrm") && argc == 7) {
     struct wgp_frame f;
     memset(&f, 0, sizeof f);
     f.length = (uint16_t)atoi(argv[1]);
     f.family = (uint8_t)atoi(argv[2]);
     f.peer.port = (uint16_t)atoi(argv[3]);
+    f.flags = (uint8_t)atoi(argv[5]);
+    f.error = (uint8_t)atoi(argv[6]);
     if (unhex(argv[4], f.peer.addr, 16) != 16) {
       printf("bad input\n");
       return;

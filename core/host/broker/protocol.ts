@@ -58,7 +58,7 @@ const Rep = {
 } as const;
 
 /** UDP frame header field offsets (protocol.h `WGP_FRAME_*`). */
-const Frm = { length: 0, port: 2, family: 4, reserved: 5, addr: 8 } as const;
+const Frm = { length: 0, port: 2, family: 4, flags: 5, error: 6, reserved: 7, addr: 8 } as const;
 
 const REQUEST_MAGIC = [0x57, 0x47, 0x42, 0x31]; // "WGB1"
 const REPLY_MAGIC = [0x57, 0x47, 0x52, 0x31]; // "WGR1"
@@ -131,9 +131,11 @@ export const Status = {
   Again: 17,
   /** RESOLVE/QUERY: the tunnel has no DNS server. */
   NoDns: 18,
+  /** UDP error frames: ICMP fragmentation needed / packet too big. */
+  MsgSize: 19,
 } as const;
 export type Status = (typeof Status)[keyof typeof Status];
-const STATUS_MAX = 18;
+const STATUS_MAX = 19;
 
 /** Names a decoder gives to what it refused (protocol.c `wgp_error_name`). */
 export type ProtocolErrorCode =
@@ -195,7 +197,19 @@ export interface Frame {
   family: Family;
   /** Destination on the way out, source on the way in. */
   peer: Endpoint;
+  /** {@link FrameFlag} bits (0 when absent). */
+  flags?: number;
+  /** With {@link FrameFlag.Error}: the status (ConnRefused, HostUnreach, …); else 0. */
+  error?: number;
 }
+
+/**
+ * Frame flags. Host: the datagram goes out on (or came in from) the host network, for a socket
+ * bound to a wildcard address, which lives in both. Error: no datagram but an ICMP error about
+ * one the socket sent to `peer`, with the status in `error` and length 0.
+ */
+export const FrameFlag = { Host: 0x1, Error: 0x2 } as const;
+const FRAME_FLAGS_KNOWN = FrameFlag.Host | FrameFlag.Error;
 
 /** The empty endpoint of family None. */
 export const NO_ENDPOINT: Endpoint = Object.freeze({ addr: new Uint8Array(0), port: 0 });
@@ -486,6 +500,11 @@ export function errorReply(status: Status): Uint8Array {
  */
 export function encodeFrameHeader(f: Frame): Uint8Array {
   const what = "frame";
+  const flags = f.flags ?? 0, error = f.error ?? 0;
+  if (!Number.isInteger(flags) || flags < 0 || flags > 0xff || error < 0 || error > 0xff) {
+    throw new RangeError(`Cannot encode broker frame: flags ${flags} or error ${error} not a byte`);
+  }
+  if (flags & ~FRAME_FLAGS_KNOWN) throw new ProtocolError("flags", what);
   if (f.family !== Family.V4 && f.family !== Family.V6) throw new ProtocolError("family", what);
   if (!Number.isInteger(f.length) || f.length < 0 || f.length > 0xffff) {
     throw new RangeError(`Cannot encode broker frame: length ${f.length} is not 0..65535`);
@@ -496,13 +515,42 @@ export function encodeFrameHeader(f: Frame): Uint8Array {
   dv.setUint16(Frm.length, f.length);
   dv.setUint16(Frm.port, f.peer.port);
   out[Frm.family] = f.family;
+  out[Frm.flags] = flags;
+  out[Frm.error] = error;
   out.set(field16(f.peer, f.family, what), Frm.addr);
+  checkFrameRules(f.length, flags, error, what);
   return out;
 }
 
+/** The flag and error rules, in protocol.c's order (after family and endpoint). */
+function checkFrameRules(length: number, flags: number, error: number, what: string): void {
+  if (!(flags & FrameFlag.Error)) {
+    if (error !== 0) throw new ProtocolError("reserved", what);
+    return;
+  }
+  if (error === Status.Ok || error > STATUS_MAX) throw new ProtocolError("status", what);
+  if (length !== 0) throw new ProtocolError("length", what);
+}
+
+/** An error frame: an ICMP error about a datagram the program sent to `peer`. */
+export function encodeErrorFrame(peer: Endpoint, status: Status): Uint8Array {
+  return encodeFrameHeader({
+    length: 0,
+    family: familyOf(peer.addr),
+    peer,
+    flags: FrameFlag.Error,
+    error: status,
+  });
+}
+
 /** A whole frame: header and payload in one buffer, as it should be written. */
-export function encodeFrame(peer: Endpoint, payload: Uint8Array): Uint8Array {
-  const header = encodeFrameHeader({ length: payload.length, family: familyOf(peer.addr), peer });
+export function encodeFrame(peer: Endpoint, payload: Uint8Array, flags = 0): Uint8Array {
+  const header = encodeFrameHeader({
+    length: payload.length,
+    family: familyOf(peer.addr),
+    peer,
+    flags,
+  });
   const out = new Uint8Array(FRAME_HEADER_LEN + payload.length);
   out.set(header);
   out.set(payload, FRAME_HEADER_LEN);
@@ -513,19 +561,23 @@ export function encodeFrame(peer: Endpoint, payload: Uint8Array): Uint8Array {
 export function decodeFrameHeader(bytes: Uint8Array): Frame {
   const what = "frame";
   if (bytes.length < FRAME_HEADER_LEN) throw new ProtocolError("short", what);
-  if (!allZero(bytes.subarray(Frm.reserved, Frm.reserved + 3))) {
-    throw new ProtocolError("reserved", what);
-  }
+  if (bytes[Frm.reserved] !== 0) throw new ProtocolError("reserved", what);
   const dv = new DataView(bytes.buffer, bytes.byteOffset, FRAME_HEADER_LEN);
+  const flags = bytes[Frm.flags]!, error = bytes[Frm.error]!;
+  if (flags & ~FRAME_FLAGS_KNOWN) throw new ProtocolError("flags", what);
   const family = bytes[Frm.family]!;
   if (family !== Family.V4 && family !== Family.V6) throw new ProtocolError("family", what);
   const addr = bytes.subarray(Frm.addr, Frm.addr + 16);
   const port = dv.getUint16(Frm.port);
   checkEndpoint(family as Family, addr, port, what);
+  const length = dv.getUint16(Frm.length);
+  checkFrameRules(length, flags, error, what);
   return {
-    length: dv.getUint16(Frm.length),
+    length,
     family: family as Family,
     peer: endpointOf(family as Family, addr, port),
+    flags,
+    error,
   };
 }
 
