@@ -6,7 +6,10 @@
  * kernel), and listen() sends LISTEN on that same connection, which then carries accept notices.
  * A UDP one becomes a tunnel UDP socket with that local address.
  *
- * A socket bound to the wildcard (or not bound at all) stays a kernel socket, so it stays
+ * A UDP socket bound to the wildcard with a port is handed to the broker whole: it binds the port
+ * on the host network and in the tunnel, so the one fd answers both (udp.c).
+ *
+ * A TCP socket bound to the wildcard (or not bound at all) stays a kernel socket, so it stays
  * reachable locally; when such a TCP socket listens, a LISTEN request with the RELAY flag asks the
  * broker to listen on the same port in the tunnel and to relay each tunnel connection to the
  * kernel listener over loopback (accept.c turns the loopback peer back into the tunnel peer).
@@ -92,9 +95,13 @@ static int wg_bind(int fd, const struct sockaddr *addr, socklen_t len) {
   uint8_t family;
   struct wgp_endpoint ep;
   int mapped;
-  if (wg_sockaddr_parse(addr, len, &family, &ep, &mapped) != 0 ||
-      !wg_is_tunnel_address(&wg_cfg, family, ep.addr)) {
-    /* Wildcard, loopback or a host address: the kernel's business. */
+  if (wg_sockaddr_parse(addr, len, &family, &ep, &mapped) != 0) {
+    return WG_CALL_REAL(bind, fd, addr, len);
+  }
+  int tunnel = wg_is_tunnel_address(&wg_cfg, family, ep.addr);
+  int wildcard = wg_is_unspecified(family, ep.addr) && ep.port != 0;
+  if (!tunnel && !wildcard) {
+    /* Loopback or a host address: the kernel's business. */
     return WG_CALL_REAL(bind, fd, addr, len);
   }
   int domain, type;
@@ -102,6 +109,17 @@ static int wg_bind(int fd, const struct sockaddr *addr, socklen_t len) {
   if (sys_getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &l) != 0) return -1;
   l = sizeof type;
   if (sys_getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &l) != 0) return -1;
+  if (wildcard) {
+    /* A UDP server on a wildcard port serves the tunnel and the host alike, from one fd: the
+     * broker binds both (udp.c). TCP stays a kernel socket until listen (relay_listen); port 0
+     * stays with the kernel, as clients that bind it usually mean the host. */
+    int r;
+    if (type == SOCK_DGRAM && !(domain == AF_INET && addr->sa_family == AF_INET6) &&
+        wg_udp_bind_wildcard(fd, domain, family, &ep, &r)) {
+      return r;
+    }
+    return WG_CALL_REAL(bind, fd, addr, len);
+  }
   if (domain == AF_INET && addr->sa_family == AF_INET6) return fail(EAFNOSUPPORT);
   if (type == SOCK_STREAM) return tcp_bind(fd, domain, family, &ep);
   if (type == SOCK_DGRAM) return wg_udp_bind(fd, domain, family, &ep);

@@ -104,7 +104,8 @@ enum wgp_family { WGP_FAMILY_NONE = 0, WGP_FAMILY_V4 = 4, WGP_FAMILY_V6 = 6 };
 #define WGP_FLAG_V6ONLY 0x1u    /* BIND: an AF_INET6 socket with IPV6_V6ONLY set */
 #define WGP_FLAG_REUSEADDR 0x2u /* BIND: SO_REUSEADDR was set */
 #define WGP_FLAG_RELAY 0x4u     /* LISTEN: relay tunnel connections to a kernel listener */
-#define WGP_FLAGS_KNOWN (WGP_FLAG_V6ONLY | WGP_FLAG_REUSEADDR | WGP_FLAG_RELAY)
+#define WGP_FLAG_HOST 0x8u      /* UDP: bound to the wildcard, so on the host network as well */
+#define WGP_FLAGS_KNOWN (WGP_FLAG_V6ONLY | WGP_FLAG_REUSEADDR | WGP_FLAG_RELAY | WGP_FLAG_HOST)
 
 /*
  * Reply status codes. They are protocol numbers, not errno values: the interposer maps them with

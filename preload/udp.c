@@ -37,9 +37,10 @@ static int wait_for(int fd, short events) {
 }
 
 /* Opens the broker association for a UDP socket and installs it on fd. `local` is the endpoint
- * asked for (zero: any). Returns a reference to the new entry, or NULL with errno. */
+ * asked for (zero: any); `flags` adds request flags (HOST, REUSEADDR). Returns a reference to the
+ * new entry, or NULL with errno (ENETUNREACH after a warning: the broker cannot be reached). */
 static struct wg_sock *udp_attach(int fd, int domain, uint8_t family,
-                                  const struct wgp_endpoint *local) {
+                                  const struct wgp_endpoint *local, uint32_t flags) {
   struct wg_sock *s = wg_sock_new(domain, SOCK_DGRAM, IPPROTO_UDP);
   if (!s) return NULL;
   if (domain == AF_INET6) {
@@ -57,6 +58,7 @@ static struct wg_sock *udp_attach(int fd, int domain, uint8_t family,
   wg_request_init(&req, WGP_OP_UDP, WGP_PROTO_UDP, family);
   if (local) req.local = *local;
   if (s->v6only) req.flags |= WGP_FLAG_V6ONLY;
+  req.flags |= flags;
   struct wgp_reply rep;
   /* The broker answers a UDP request at once (nothing crosses the tunnel): waiting is short
    * even for a non-blocking socket. */
@@ -76,6 +78,7 @@ static struct wg_sock *udp_attach(int fd, int domain, uint8_t family,
   s->state = WG_S_UDP;
   s->family = rep.family;
   s->local = rep.local;
+  s->host_too = (flags & WGP_FLAG_HOST) != 0;
   if (wg_install(u, fd) != 0) {
     wg_put(s);
     return NULL;
@@ -100,10 +103,31 @@ static uint16_t bound_port(int fd) {
 }
 
 int wg_udp_bind(int fd, int domain, uint8_t family, const struct wgp_endpoint *local) {
-  struct wg_sock *s = udp_attach(fd, domain, family, local);
+  struct wg_sock *s = udp_attach(fd, domain, family, local, 0);
   if (!s) return -1;
   wg_put(s);
   return 0;
+}
+
+int wg_udp_bind_wildcard(int fd, int domain, uint8_t family, const struct wgp_endpoint *local,
+                         int *result) {
+  if (wg_cfg.broken) return 0;
+  int reuse = 0;
+  socklen_t l = sizeof reuse;
+  uint32_t flags = WGP_FLAG_HOST;
+  if (sys_getsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &reuse, &l) == 0 && reuse) {
+    flags |= WGP_FLAG_REUSEADDR;
+  }
+  struct wg_sock *s = udp_attach(fd, domain, family, local, flags);
+  if (!s) {
+    if (errno == ENETUNREACH) return 0; /* warned already; the port stays local only */
+    *result = -1;
+    return 1;
+  }
+  wg_debug("fd %d: UDP port %u on the host network and in the tunnel", fd, s->local.port);
+  wg_put(s);
+  *result = 0;
+  return 1;
 }
 
 static int socket_domain(int fd) {
@@ -137,14 +161,17 @@ int wg_udp_connect(int fd, struct wg_sock *s, const struct sockaddr *addr, sockl
   struct wgp_endpoint shown = ep;
   int redirected = wg_dns_redirect(&wg_dns, &family, &ep);
   enum wg_decision d = wg_route(&wg_cfg, family, ep.addr);
-  /* An associated socket has no kernel socket any more: it can only reach the tunnel. */
-  if (d != WG_TUNNEL) return fail(ENETUNREACH);
+  if (redirected && d != WG_TUNNEL) d = WG_DENY; /* never to the host's nameserver */
+  /* An associated socket has no kernel socket any more: it reaches the tunnel, and the host
+   * network only through the broker's half of a wildcard-bound one. */
+  int to_host = d == WG_PASS && s && s->host_too;
+  if (d != WG_TUNNEL && !to_host) return fail(ENETUNREACH);
   struct wg_sock *fresh = NULL;
   if (!s) {
     int domain = socket_domain(fd);
     if (domain < 0) return -1;
     struct wgp_endpoint local = {.port = bound_port(fd)};
-    fresh = udp_attach(fd, domain, family, &local);
+    fresh = udp_attach(fd, domain, family, &local, 0);
     if (!fresh) return -1;
     s = fresh;
   }
@@ -156,6 +183,7 @@ int wg_udp_connect(int fd, struct wg_sock *s, const struct sockaddr *addr, sockl
     s->remote = ep;
     s->has_remote = 1;
     s->remote_family = family;
+    s->remote_host = to_host;
     pthread_mutex_unlock(&s->lock);
     if (redirected) wg_dns_mark(s, family, &ep, shown_family, &shown);
   }
@@ -229,12 +257,25 @@ ssize_t wg_udp_recv(int fd, struct wg_sock *s, struct msghdr *msg, int flags) {
       }
       continue;
     }
-    /* A whole frame is queued. From a peer other than the connected one: drop it. */
+    /* A whole frame is queued. From a peer other than the connected one: drop it. An ICMP error
+     * is reported on a connected socket whose peer it concerns (then consumed, as the kernel's
+     * sk_err is), and dropped on any other, as without IP_RECVERR. */
     pthread_mutex_lock(&s->lock);
-    int drop = s->has_remote &&
-               (f.family != s->remote_family || f.peer.port != s->remote.port ||
-                memcmp(f.peer.addr, s->remote.addr, 16) != 0);
+    int from_host = (f.flags & WGP_FRAME_F_HOST) != 0;
+    int other = !s->has_remote || f.family != s->remote_family ||
+                f.peer.port != s->remote.port || memcmp(f.peer.addr, s->remote.addr, 16) != 0 ||
+                from_host != s->remote_host;
+    int drop = s->has_remote && other;
     pthread_mutex_unlock(&s->lock);
+    if (f.flags & WGP_FRAME_F_ERROR) {
+      if (discard(fd, WGP_FRAME_HEADER_LEN) != 0) {
+        result = fail(EPROTO);
+        break;
+      }
+      if (other) continue;
+      result = fail(wgp_status_errno(f.error));
+      break;
+    }
     if (drop) {
       if (discard(fd, WGP_FRAME_HEADER_LEN + (size_t)f.length) != 0) {
         result = fail(EPROTO);
@@ -333,7 +374,13 @@ ssize_t wg_udp_send(int fd, struct wg_sock *s, const struct msghdr *msg, int fla
     if (!family_allowed(s, sa->sa_family, f.family)) {
       return fail(s->domain == AF_INET ? EAFNOSUPPORT : ENETUNREACH);
     }
-    if (wg_route(&wg_cfg, f.family, f.peer.addr) != WG_TUNNEL) return fail(ENETUNREACH);
+    enum wg_decision d = wg_route(&wg_cfg, f.family, f.peer.addr);
+    if (redirected && d != WG_TUNNEL) d = WG_DENY; /* never to the host's nameserver */
+    if (d == WG_PASS && s->host_too) {
+      f.flags = WGP_FRAME_F_HOST;
+    } else if (d != WG_TUNNEL) {
+      return fail(ENETUNREACH);
+    }
     if (redirected) wg_dns_mark(s, f.family, &f.peer, shown_family, &shown);
   } else {
   connected:
@@ -341,6 +388,7 @@ ssize_t wg_udp_send(int fd, struct wg_sock *s, const struct msghdr *msg, int fla
     int has = s->has_remote;
     f.peer = s->remote;
     f.family = s->remote_family;
+    f.flags = s->remote_host ? WGP_FRAME_F_HOST : 0;
     pthread_mutex_unlock(&s->lock);
     if (!has) return fail(EDESTADDRREQ);
   }
@@ -389,7 +437,7 @@ int wg_udp_send_fresh(int fd, const struct msghdr *msg, int flags, ssize_t *resu
     return 1;
   }
   struct wgp_endpoint local = {.port = bound_port(fd)};
-  struct wg_sock *s = udp_attach(fd, domain, family, &local);
+  struct wg_sock *s = udp_attach(fd, domain, family, &local, 0);
   if (!s) {
     *result = -1;
     return 1;

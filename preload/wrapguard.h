@@ -187,6 +187,8 @@ struct wg_sock {
   int is_kernel;       /* the fd is a kernel TCP socket (relayed listener or its connection) */
   int shut_wr;         /* the program shut its sending side (shutdown SHUT_WR/SHUT_RDWR) */
   int reset_reported;  /* a peer's reset has been returned once as ECONNRESET (reset.c) */
+  int host_too;        /* UDP bound to the wildcard: the broker holds its host-network half too */
+  int remote_host;     /* UDP: the association is with a host destination (frames flag HOST) */
   int aux_fd;          /* WG_S_RELAY: the broker connection that keeps the tunnel listener */
   uint16_t relay_port; /* WG_S_RELAY: the port it listens on */
   dev_t dev; /* identity of the Unix socket behind the fd, to notice fd reuse we did not see */
@@ -265,6 +267,11 @@ WG_HIDDEN int wg_udp_connect(int fd, struct wg_sock *s, const struct sockaddr *a
                              socklen_t len);
 /* bind() of a UDP socket to a tunnel address. */
 WG_HIDDEN int wg_udp_bind(int fd, int domain, uint8_t family, const struct wgp_endpoint *local);
+/* bind() to the wildcard with a port: the broker binds it on the host network and in the tunnel
+ * (one fd, both reachable). 1: handled, with *result; 0: the broker cannot be reached, so the
+ * kernel should bind it (local only). */
+WG_HIDDEN int wg_udp_bind_wildcard(int fd, int domain, uint8_t family,
+                                   const struct wgp_endpoint *local, int *result);
 /* Receives one datagram on a tunnel UDP socket, as recvmsg(2) would. */
 WG_HIDDEN ssize_t wg_udp_recv(int fd, struct wg_sock *s, struct msghdr *msg, int flags);
 /* Sends one datagram on a tunnel UDP socket (msg_name NULL: to the connected peer). */

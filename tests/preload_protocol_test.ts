@@ -95,7 +95,7 @@ function randomRequest(r: () => number): Request {
     op,
     proto,
     family,
-    flags: Math.floor(r() * 8),
+    flags: Math.floor(r() * 16),
     padding: op === Op.Connect && r() < 0.5 ? Math.floor(r() * MAX_PADDING) : 0,
     arg: op === Op.Listen || op === Op.Accept ? Math.floor(r() * 2 ** 32) : 0,
     local: ep(),
@@ -360,7 +360,7 @@ Deno.test("preload protocol: the TypeScript side refuses what a v1 peer must not
   assert.equal(code(() => encodeRequest({ ...base, proto: Proto.Udp })), "proto");
   assert.equal(code(() => encodeRequest({ ...base, op: Op.Bind })), "reserved");
   assert.equal(code(() => encodeRequest({ ...base, padding: MAX_PADDING + 1 })), "padding");
-  assert.equal(code(() => encodeRequest({ ...base, flags: 8 })), "flags");
+  assert.equal(code(() => encodeRequest({ ...base, flags: 16 })), "flags");
   assert.equal(code(() => encodeRequest({ ...base, family: Family.V6 })), "family");
   assert.equal(code(() => encodeRequest({ ...base, secret: new Uint8Array(31) })), "RangeError");
   assert.equal(

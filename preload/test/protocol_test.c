@@ -142,7 +142,7 @@ static void test_request(void) {
   BAD_REQ(bad[WGP_REQ_PROTO] = WGP_PROTO_UDP, WGP_E_PROTO); /* CONNECT is TCP only */
   BAD_REQ(bad[WGP_REQ_FAMILY] = 0, WGP_E_FAMILY);
   BAD_REQ(bad[WGP_REQ_FAMILY] = 10, WGP_E_FAMILY);
-  BAD_REQ(bad[WGP_REQ_FLAGS + 3] = 0x8, WGP_E_FLAGS);
+  BAD_REQ(bad[WGP_REQ_FLAGS + 3] = 0x10, WGP_E_FLAGS);
   BAD_REQ(bad[WGP_REQ_FLAGS] = 0x80, WGP_E_FLAGS);
   BAD_REQ(bad[WGP_REQ_PADDING] = 0x01, WGP_E_PADDING); /* 16 MiB + … > 4 MiB */
   BAD_REQ(bad[WGP_REQ_REMOTE_ADDR + 4] = 1, WGP_E_ADDR); /* IPv4 with a tail */

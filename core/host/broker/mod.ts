@@ -28,7 +28,8 @@
  * ```
  *
  * Folder: `protocol.ts` (the records), `context.ts` (what handlers share), `io.ts` (exact reads),
- * `tcp.ts`, `udp.ts`, `listen.ts` (inbound), `dns.ts` (HELLO, RESOLVE, QUERY).
+ * `tcp.ts`, `udp.ts` (with `udp_host.ts`, the host-network half of a wildcard-bound UDP socket),
+ * `listen.ts` (inbound), `dns.ts` (HELLO, RESOLVE, QUERY).
  *
  * @module
  */

@@ -103,8 +103,13 @@ export type Proto = (typeof Proto)[keyof typeof Proto];
 export const Family = { None: 0, V4: 4, V6: 6 } as const;
 export type Family = (typeof Family)[keyof typeof Family];
 
-export const Flag = { V6Only: 0x1, ReuseAddr: 0x2, Relay: 0x4 } as const;
-const FLAGS_KNOWN = Flag.V6Only | Flag.ReuseAddr | Flag.Relay;
+/**
+ * Request flags. V6Only, ReuseAddr: the socket options of a BIND or UDP socket. Relay: a LISTEN
+ * relayed to a kernel listener. Host: a UDP socket bound to the wildcard with a port, which the
+ * broker also binds on the host network (frames then carry {@link FrameFlag.Host}).
+ */
+export const Flag = { V6Only: 0x1, ReuseAddr: 0x2, Relay: 0x4, Host: 0x8 } as const;
+const FLAGS_KNOWN = Flag.V6Only | Flag.ReuseAddr | Flag.Relay | Flag.Host;
 
 /** Reply status codes; the interposer turns them into errno values (PROTOCOL.md table). */
 export const Status = {
