@@ -11,40 +11,7 @@ import { PEER4, PEER6, type RunWorld, withRunWorld } from "./_support/run_world.
 
 const SERVER = new URL("./_support/rst_server.py", import.meta.url).pathname;
 
-/**
- * Connects and sends a request, then: `read` reads until end or error (and once more after);
- * `half` shuts its sending side first; `write` waits a second (the server has reset by then)
- * and writes twice. Prints what each call gave.
- */
-const CLIENT = `
-import socket, sys, time
-host, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-s = socket.create_connection((host, port), timeout=20)
-s.sendall(b"GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
-def report(what, f):
-    try:
-        print(what, f())
-    except OSError as e:
-        print(what, type(e).__name__, e.errno)
-if mode == "write":
-    time.sleep(1)
-    report("send", lambda: s.send(b"more"))
-    report("send", lambda: s.send(b"more"))
-    sys.exit(0)
-if mode == "half":
-    s.shutdown(socket.SHUT_WR)
-n = 0
-try:
-    while True:
-        b = s.recv(65536)
-        if not b:
-            print("EOF", n)
-            break
-        n += len(b)
-except OSError as e:
-    print(type(e).__name__, e.errno, n)
-report("then", lambda: len(s.recv(10)))
-`;
+const CLIENT = new URL("./_support/rst_client.py", import.meta.url).pathname;
 
 netnsTest("wrapguard run: a peer's reset is ECONNRESET, a FIN end of stream", async (t) => {
   await withTopology({ hostNamespace: true }, async (topo) => {
@@ -57,7 +24,7 @@ netnsTest("wrapguard run: a peer's reset is ECONNRESET, a FIN end of stream", as
 
       /** The client's output wrapped, after checking it equals the kernel's own. */
       const both = async (host: string, port: number, mode: string): Promise<string> => {
-        const argv = ["python3", "-c", CLIENT, host, String(port), mode];
+        const argv = ["python3", CLIENT, host, String(port), mode];
         const wrapped = await w.wrap(argv);
         assert.equal(wrapped.code, 0, wrapped.stderr);
         const kernel = await run(topo.peer, argv);

@@ -12,6 +12,7 @@
  */
 import type { Duplex } from "./relay.ts";
 import type { LocalTarget } from "./spec.ts";
+import { NodeListener } from "./node_listener.ts";
 import { PassedListener, type PassedSocket } from "./systemd.ts";
 
 /** A local listener of any kind. */
@@ -126,12 +127,17 @@ export async function listenUnix(path: string): Promise<LocalListener> {
   });
 }
 
-/** Listens on TCP `hostname:port` (port 0 picks one; the description shows the one taken). */
-export function listenTcp(hostname: string, port: number): LocalListener {
-  const l = Deno.listen({ transport: "tcp", hostname, port });
-  const a = l.addr as Deno.NetAddr;
-  const shown = a.hostname.includes(":") ? `[${a.hostname}]:${a.port}` : `${a.hostname}:${a.port}`;
-  return new DenoListener(l, `tcp:${shown}`);
+/**
+ * Listens on TCP `hostname:port` (port 0 picks one; the description shows the one taken). Through
+ * `node:net`, so that a tunnel reset reaches the local client as a reset (node_listener.ts).
+ */
+export async function listenTcp(hostname: string, port: number): Promise<LocalListener> {
+  const l = await NodeListener.listen({ host: hostname, port });
+  return {
+    description: `tcp:${l.address()}`,
+    accept: () => l.accept(),
+    close: () => l.close(),
+  };
 }
 
 /** Adopts a socket passed by the service manager. */

@@ -11,7 +11,8 @@
  * cannot listen fails the start and leaves nothing behind.
  *
  * Folder: `spec.ts` (parsing `-L`/`-R`), `local.ts` (this machine's side: Unix, TCP, passed
- * sockets), `systemd.ts` (socket activation), `dial.ts` (the tunnel side), `relay.ts` (bytes both
+ * sockets), `node_listener.ts` (node:net listeners, for passed sockets and resets), `systemd.ts`
+ * (socket activation), `dial.ts` (the tunnel side), `relay.ts` (bytes both
  * ways), `service.ts` (one start/stop for the CLI).
  *
  * @module
@@ -117,7 +118,7 @@ export class Forwarder {
                     `the tunnel (pass --allow-remote if that is what you want)`,
                 );
               }
-              local = listenTcp(l.hostname, l.port);
+              local = await listenTcp(l.hostname, l.port);
             } else local = await listenPassed(passed[activated.indexOf(spec)]!);
           } catch (e) {
             throw new ForwardError(`-L ${spec.text}: ${(e as Error).message}`, { cause: e });

@@ -10,8 +10,8 @@
  *
  * @module
  */
-import net from "node:net";
-import { NodeSocketDuplex } from "./relay.ts";
+import { NodeListener } from "./node_listener.ts";
+import type { NodeSocketDuplex } from "./relay.ts";
 
 /** The first passed descriptor (SD_LISTEN_FDS_START). */
 export const ListenFdsStart = 3;
@@ -101,69 +101,38 @@ export function assignPassedSockets(
 export class PassedListener {
   readonly fd: number;
   readonly name: string;
-  readonly #server: net.Server;
-  #pending: NodeSocketDuplex[] = [];
-  #waiter: (() => void) | undefined;
-  #closed = false;
+  readonly #listener: NodeListener;
 
-  private constructor(socket: PassedSocket, server: net.Server) {
+  private constructor(socket: PassedSocket, listener: NodeListener) {
     this.fd = socket.fd;
     this.name = socket.name;
-    this.#server = server;
-    server.on("connection", (s: net.Socket) => {
-      this.#pending.push(new NodeSocketDuplex(s));
-      const w = this.#waiter;
-      this.#waiter = undefined;
-      w?.();
-    });
+    this.#listener = listener;
   }
 
   /** Starts accepting on `socket.fd`; rejects when it is not a listening socket. */
-  static adopt(socket: PassedSocket): Promise<PassedListener> {
-    return new Promise((resolve, reject) => {
-      const server = net.createServer({ allowHalfOpen: true });
-      const onError = (e: Error) =>
-        reject(
-          new SocketActivationError(
-            `cannot listen on passed fd ${socket.fd} (${socket.name}): ${e.message}; it must be ` +
-              `a listening stream socket (a .socket unit with Accept=no)`,
-          ),
-        );
-      server.once("error", onError);
-      server.listen({ fd: socket.fd }, () => {
-        server.off("error", onError);
-        resolve(new PassedListener(socket, server));
-      });
-    });
+  static async adopt(socket: PassedSocket): Promise<PassedListener> {
+    try {
+      return new PassedListener(socket, await NodeListener.listen({ fd: socket.fd }));
+    } catch (e) {
+      throw new SocketActivationError(
+        `cannot listen on passed fd ${socket.fd} (${socket.name}): ${(e as Error).message}; it ` +
+          `must be a listening stream socket (a .socket unit with Accept=no)`,
+      );
+    }
   }
 
   /** What `address()` says: `host:port` for TCP; Unix sockets show only their fd. */
   describe(): string {
-    const a = this.#server.address();
-    if (a && typeof a === "object") {
-      return a.family === "IPv6" ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
-    }
-    return typeof a === "string" ? a : `fd ${this.fd}`;
+    return this.#listener.address() ?? `fd ${this.fd}`;
   }
 
   /** The next connection; rejects with `BadResource` once closed. */
-  async accept(): Promise<NodeSocketDuplex> {
-    for (;;) {
-      const next = this.#pending.shift();
-      if (next) return next;
-      if (this.#closed) throw new Deno.errors.BadResource("the listener is closed");
-      await new Promise<void>((r) => this.#waiter = r);
-    }
+  accept(): Promise<NodeSocketDuplex> {
+    return this.#listener.accept();
   }
 
   /** Stops accepting; the socket stays the service manager's to listen on. */
   close(): Promise<void> {
-    this.#closed = true;
-    const w = this.#waiter;
-    this.#waiter = undefined;
-    w?.();
-    for (const p of this.#pending) p.close();
-    this.#pending = [];
-    return new Promise((resolve) => this.#server.close(() => resolve()));
+    return this.#listener.close();
   }
 }
