@@ -69,8 +69,8 @@ config), without root, a TUN device or a kernel module. Children of COMMAND stay
 wrapped. Destinations in a peer's AllowedIPs go through the tunnel; others use the
 host network, as wg-quick's routes would (see --kill-switch). With "DNS =" in the
 config, COMMAND's name lookups go to those servers through the tunnel and never to
-the host's resolver. Listening sockets bound to the tunnel address (or to the
-wildcard) are reachable from the peers.
+the host's resolver (reverse lookups too). TCP listeners and UDP sockets bound to
+the tunnel address, or to the wildcard with a port, are reachable from the peers.
 
 Options:
 ${TUNNEL_OPTIONS_HELP}
