@@ -232,6 +232,31 @@ Deno.test("a wildcard socket hears both families and learns the destination addr
   ]);
 });
 
+Deno.test("one-family wildcards share a port, each hearing its own family", () => {
+  const { a, b, pump } = pair();
+  const inUse = (f: () => void) => assert.throws(f, AddrInUseError);
+  const v4 = b.udp.bind({ port: 53, family: 4 });
+  const v6 = b.udp.bind({ port: 53, family: 6 });
+  // Each conflicts with its own family and with the two-family wildcard, as on Linux.
+  inUse(() => b.udp.bind({ port: 53, family: 4 }));
+  inUse(() => b.udp.bind({ port: 53 }));
+  inUse(() => b.udp.bind({ address: B6, port: 53 }));
+  const got4 = record(v4), got6 = record(v6);
+  const sa = a.udp.bind({ port: 1000 });
+  sa.send(B4, 53, Uint8Array.of(4));
+  sa.send(B6, 53, Uint8Array.of(6));
+  pump();
+  assert.deepEqual(got4.map((g) => [g.data[0], g.from]), [[4, A4]]);
+  assert.deepEqual(got6.map((g) => [g.data[0], g.from]), [[6, A6]]);
+  v6.close();
+  // With the IPv6 one gone its address is free, and the IPv4 wildcard still does not hear it.
+  const only6 = record(b.udp.bind({ address: B6, port: 53 }));
+  sa.send(B6, 53, Uint8Array.of(66));
+  pump();
+  assert.equal(only6.length, 1);
+  assert.equal(got4.length, 1);
+});
+
 Deno.test("a socket bound to one address does not hear the other", () => {
   const { a, b, pump } = pair();
   const got = record(b.udp.bind({ address: B6, port: 7 }));

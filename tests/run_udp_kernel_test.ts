@@ -26,6 +26,25 @@ while True:
     s.sendto(b"py " + src[0].encode() + b" " + data, src)
 `;
 
+/** One socket per family on the same port; each answers "v4|v6 <source> <data>". */
+const TWO_SOCKETS = `
+import selectors, socket, sys
+port = int(sys.argv[1])
+s4 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s4.bind(("0.0.0.0", port))
+s6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+s6.bind(("::", port))
+print("bound both", flush=True)
+sel = selectors.DefaultSelector()
+sel.register(s4, selectors.EVENT_READ, b"v4")
+sel.register(s6, selectors.EVENT_READ, b"v6")
+while True:
+    for key, _ in sel.select():
+        data, src = key.fileobj.recvfrom(2048)
+        key.fileobj.sendto(key.data + b" " + src[0].encode() + b" " + data, src)
+`;
+
 /** Sends one datagram from `src` (or any) to host:port and prints the answer and its source. */
 const CLIENT = `
 import socket, sys
@@ -121,6 +140,14 @@ netnsTest(
           );
           const local = await run(w.host, ["python3", "-c", CLIENT, "::1", "7102", "", "lo"]);
           assert.equal(local.stdout.trim(), "py ::1 lo ::1 7102", local.stderr);
+          await srv.kill();
+        });
+
+        await t.step("0.0.0.0:P and [::]:P (V6ONLY) bound apart, as dnsmasq does", async () => {
+          const srv = w.spawnWrapped(["python3", "-u", "-c", TWO_SOCKETS, "7103"]);
+          await srv.waitForOutput(/bound both/, { timeoutMs: 20_000 });
+          assert.equal(await fromPeer(OURS4, 7103, PEER4, "a"), `v4 ${PEER4} a ${OURS4} 7103`);
+          assert.equal(await fromPeer(OURS6, 7103, PEER6, "b"), `v6 ${PEER6} b ${OURS6} 7103`);
           await srv.kill();
         });
 

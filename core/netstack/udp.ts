@@ -36,6 +36,12 @@ export interface UdpBindOptions {
   /** 0 or undefined picks an ephemeral port. */
   port?: number;
   /**
+   * With no `address`: the wildcard of this family only, as an `AF_INET` socket or an
+   * `AF_INET6` one with `IPV6_V6ONLY` binds it. Such a socket shares its port with one of the
+   * other family (a server that binds `0.0.0.0:P` and `[::]:P` apart, as dnsmasq does).
+   */
+  family?: 4 | 6;
+  /**
    * Report ICMP errors on an unconnected socket too (Linux `IP_RECVERR`). Connected sockets
    * always get them.
    */
@@ -44,6 +50,10 @@ export interface UdpBindOptions {
 
 /** What {@link UdpLayer._input} did with a datagram. */
 export type UdpInputResult = "delivered" | "no-port" | "malformed" | "checksum";
+
+function familyOf(addr: IpBytes): 4 | 6 {
+  return addr.length === 4 ? 4 : 6;
+}
 
 function checkPort(port: number, what: string): void {
   if (!Number.isInteger(port) || port < 0 || port > 65535) {
@@ -74,6 +84,8 @@ export class UdpSocket {
   #remote: IpBytes | undefined;
   #remotePort = 0;
   #closed = false;
+  /** With a wildcard bind: the one family it serves, or undefined for both. */
+  readonly #family: 4 | 6 | undefined;
   /** @internal */
   readonly recvErr: boolean;
 
@@ -84,6 +96,7 @@ export class UdpSocket {
     address: IpBytes | undefined,
     port: number,
     recvErr: boolean,
+    family?: 4 | 6,
   ) {
     this.#layer = layer;
     this.#stack = stack;
@@ -91,6 +104,7 @@ export class UdpSocket {
     this.#local = address;
     this.#port = port;
     this.recvErr = recvErr;
+    this.#family = address === undefined ? family : undefined;
   }
 
   /** The local address, or undefined for the wildcard (what getsockname(2) shows). */
@@ -216,6 +230,7 @@ export class UdpSocket {
   /** @internal Would this socket accept a datagram from `src`:`srcPort` to `dst`? 0 = no,
    * else a score (specific address and connected peer rank higher, as in Linux). */
   _score(src: IpBytes, srcPort: number, dst: IpBytes): number {
+    if (this.#family !== undefined && familyOf(dst) !== this.#family) return 0;
     let score = 1;
     if (this.#local) {
       if (!ipEquals(this.#local, dst)) return 0;
@@ -229,10 +244,13 @@ export class UdpSocket {
   }
 
   /** @internal */
-  _bindConflicts(address: IpBytes | undefined): boolean {
+  _bindConflicts(address: IpBytes | undefined, family: 4 | 6 | undefined): boolean {
     // Without SO_REUSEADDR: the wildcard conflicts with every address on the port, and an
-    // address with itself.
+    // address with itself; a one-family wildcard only within its family.
     const mine = this.#local;
+    const myFamily = mine ? familyOf(mine) : this.#family;
+    const theirs = address ? familyOf(address) : family;
+    if (myFamily !== undefined && theirs !== undefined && myFamily !== theirs) return false;
     return mine === undefined || address === undefined || ipEquals(mine, address);
   }
 }
@@ -279,31 +297,32 @@ export class UdpLayer {
     }
     let port = options.port ?? 0;
     checkPort(port, "port");
-    if (port === 0) port = this.#ephemeral(address);
-    else if (this.#conflicts(address, port)) {
+    const family = address === undefined ? options.family : undefined;
+    if (port === 0) port = this.#ephemeral(address, family);
+    else if (this.#conflicts(address, family, port)) {
       throw new AddrInUseError(`Cannot bind UDP port ${port}: address already in use`);
     }
-    const s = new UdpSocket(this, this.#stack, address, port, options.recvErr ?? false);
+    const s = new UdpSocket(this, this.#stack, address, port, options.recvErr ?? false, family);
     const list = this.#ports.get(port);
     if (list) list.push(s);
     else this.#ports.set(port, [s]);
     return s;
   }
 
-  #conflicts(address: IpBytes | undefined, port: number): boolean {
+  #conflicts(address: IpBytes | undefined, family: 4 | 6 | undefined, port: number): boolean {
     const list = this.#ports.get(port);
     if (!list) return false;
-    for (const s of list) if (s._bindConflicts(address)) return true;
+    for (const s of list) if (s._bindConflicts(address, family)) return true;
     return false;
   }
 
   /** RFC 6056 3.3.1: start at a random port, probe upwards. */
-  #ephemeral(address: IpBytes | undefined): number {
+  #ephemeral(address: IpBytes | undefined, family: 4 | 6 | undefined): number {
     const count = EPHEMERAL_LAST - EPHEMERAL_FIRST + 1;
     const start = Math.floor(this.#stack._random() * count) % count;
     for (let i = 0; i < count; i++) {
       const port = EPHEMERAL_FIRST + ((start + i) % count);
-      if (!this.#conflicts(address, port)) return port;
+      if (!this.#conflicts(address, family, port)) return port;
     }
     throw new AddrInUseError("Cannot bind UDP: every ephemeral port is in use");
   }

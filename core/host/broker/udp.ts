@@ -79,6 +79,16 @@ export async function serveUdp(ctx: BrokerContext, unix: Deno.Conn, req: Request
     sock = host.stack.udp.bind({
       address: isZero(req.local.addr) ? undefined : req.local.addr,
       port: hostHalf?.port ?? req.local.port,
+      // A wildcard bind of 0.0.0.0 (or ::ffff:0.0.0.0), or of :: with V6ONLY, serves its family
+      // only, so that a server may bind both apart. (Elsewhere the family is the first
+      // destination's, which says nothing of the socket's.)
+      family: !wildcard
+        ? undefined
+        : req.family === Family.V4
+        ? 4
+        : (req.flags & Flag.V6Only)
+        ? 6
+        : undefined,
       // The program keeps its association (connect) itself, so the stack socket stays
       // unconnected and asks for every error; the interposer keeps those about its peer.
       recvErr: true,
