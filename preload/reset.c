@@ -25,6 +25,8 @@
  */
 #include "wrapguard.h"
 
+#include <time.h>
+
 #include <errno.h>
 #include <poll.h>
 #include <sched.h>
@@ -68,11 +70,17 @@ int wg_tcp_eof_error(int fd, int peek) {
     long ev = sys_poll_now(fd, 0);
     /* The broker's runtime shuts the sending side a moment before it closes (its stream is
      * split in halves, and the sending half shuts down as it is dropped): a reader woken by
-     * that shutdown can get here first. A few yields give the close its moment; a FIN pays
-     * them, microseconds, once per connection. */
-    for (int i = 0; i < 8 && ev == 0; i++) {
+     * that shutdown can get here first, and on a loaded machine the broker may be preempted
+     * between the two. Yielding for up to 2 ms gives the close its moment; a FIN pays that
+     * once per connection, at its end of stream. */
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (ev == 0) {
       sched_yield();
       ev = sys_poll_now(fd, 0);
+      clock_gettime(CLOCK_MONOTONIC, &now);
+      long us = (now.tv_sec - t0.tv_sec) * 1000000L + (now.tv_nsec - t0.tv_nsec) / 1000;
+      if (us >= 2000) break;
     }
     if (ev > 0 && (ev & POLLHUP)) {
       err = ECONNRESET;
