@@ -5,26 +5,10 @@
  * escaped would leave, and tcpdump on its veth sees only WireGuard.
  */
 import assert from "node:assert/strict";
-import { netnsTest, run, type Spawned, withTopology } from "./_support/netns.ts";
+import { netnsTest, run, withTopology } from "./_support/netns.ts";
 import { OURS4, PEER4, PEER6, SVC_NAME, withRunWorld } from "./_support/run_world.ts";
 import { startDnsmasq } from "./_support/dnsmasq.ts";
-
-/** tcpdump on `dev` in `ns`, one line per packet. */
-async function capture(
-  topo: { spawn(ns: string, argv: string[]): Spawned },
-  ns: string,
-  dev: string,
-) {
-  const p = topo.spawn(ns, ["tcpdump", "-i", dev, "-n", "-l", "-p", "-U"]);
-  await p.waitForOutput(/listening on/, { stream: "stderr", timeoutMs: 10_000 });
-  return p;
-}
-
-async function stop(p: Spawned): Promise<string[]> {
-  await new Promise((r) => setTimeout(r, 300));
-  await p.kill("SIGINT");
-  return p.stdoutText().split("\n").filter((l) => l.trim() !== "");
-}
+import { capture, leaks, stopCapture } from "./_support/capture.ts";
 
 const esc = (s: string) => s.replaceAll(".", "\\.");
 
@@ -110,12 +94,6 @@ netnsTest(
               esc(topo.hostAddr)
             } udp port ${w.listenPort} unreachable`,
           );
-          const leaks = (lines: string[]) =>
-            lines.filter((l) =>
-              !wgUdp.test(l) && !betweenRuns.test(l) && !/ ARP, /.test(l) &&
-              !/ICMP6, (neighbor|router) (solicitation|advertisement)|ICMP6, multicast listener/
-                .test(l)
-            );
 
           await t.step(
             "getent, dig -x and python get dnsmasq's PTR answers; only WireGuard leaves",
@@ -160,14 +138,14 @@ netnsTest(
                   `('${PEER4}', 'ssh')`,
                 ]);
               } finally {
-                lines = await stop(dump);
+                lines = await stopCapture(dump);
               }
               assert.ok(
                 lines.some((l) => wgUdp.test(l)),
                 `no WireGuard packets captured:\n${lines.join("\n")}`,
               );
               assert.deepEqual(
-                leaks(lines),
+                leaks(lines, wgUdp, betweenRuns),
                 [],
                 "packets other than WireGuard left the wrapped side",
               );
@@ -203,10 +181,10 @@ netnsTest(
               try {
                 await run(w.host, ["getent", "hosts", NAMELESS], { timeoutMs: 20_000 });
               } finally {
-                lines = await stop(dump);
+                lines = await stopCapture(dump);
               }
               assert.match(
-                leaks(lines).join("\n"),
+                leaks(lines, wgUdp, betweenRuns).join("\n"),
                 new RegExp(`> ${esc(w.decoyNameserver)}\\.53: .*PTR\\?`),
               );
             },

@@ -7,37 +7,12 @@
  * can send anything.
  */
 import assert from "node:assert/strict";
-import { netnsTest, run, type Spawned, waitForPort, withTopology } from "./_support/netns.ts";
+import { netnsTest, run, waitForPort, withTopology } from "./_support/netns.ts";
 import { OURS4, PEER4, PEER6, SVC_NAME, withRunWorld } from "./_support/run_world.ts";
 
+import { capture, leaks, stopCapture } from "./_support/capture.ts";
+
 const UDP_ECHO = new URL("./_support/udp_echo.py", import.meta.url).pathname;
-
-/** tcpdump on `dev` in `ns`, one line per packet. */
-async function capture(
-  topo: { spawn(ns: string, argv: string[]): Spawned },
-  ns: string,
-  dev: string,
-): Promise<Spawned> {
-  const p = topo.spawn(ns, ["tcpdump", "-i", dev, "-n", "-l", "-p", "-U", "-tt"]);
-  await p.waitForOutput(/listening on/, { stream: "stderr", timeoutMs: 10_000 });
-  return p;
-}
-
-async function stop(p: Spawned): Promise<string[]> {
-  // Let the last packets reach the capture before it stops.
-  await new Promise((r) => setTimeout(r, 300));
-  await p.kill("SIGINT");
-  return p.stdoutText().split("\n").filter((l) => l.trim() !== "");
-}
-
-/** Lines that are neither WireGuard between the two endpoints nor link-local housekeeping. */
-function leaks(lines: string[], wg: RegExp): string[] {
-  return lines.filter((l) =>
-    !wg.test(l) &&
-    !/ ARP, /.test(l) &&
-    !/ICMP6, (neighbor|router) (solicitation|advertisement)|ICMP6, multicast listener/.test(l)
-  );
-}
 
 const STATIC_PROBE = `
 #include <arpa/inet.h>
@@ -177,7 +152,7 @@ print(socket.gethostbyaddr("${PEER6}")[0])
               assert.match(st.stderr, /wrapguard forward/);
               assert.match(st.stderr, /wrapguard proxy/);
             } finally {
-              lines = await stop(dump);
+              lines = await stopCapture(dump);
             }
             assert.ok(
               lines.some((l) => wgUdp.test(l)),
@@ -217,7 +192,7 @@ print(socket.gethostbyaddr("${PEER6}")[0])
               await run(w.host, ["getent", "hosts", SVC_NAME]);
               await run(w.host, [probe, w.decoyNameserver]);
             } finally {
-              lines = await stop(dump);
+              lines = await stopCapture(dump);
             }
             const leaked = leaks(lines, wgUdp).join("\n");
             assert.match(leaked, /> 10\.77\.0\.1\.8080: Flags \[S\]/);

@@ -45,19 +45,23 @@ while True:
         key.fileobj.sendto(key.data + b" " + src[0].encode() + b" " + data, src)
 `;
 
-/** Sends one datagram from `src` (or any) to host:port and prints the answer and its source. */
+/**
+ * Sends one datagram from `src` (or any) to host:port and prints the answer and its source;
+ * tried `attempts` times, `wait` seconds each (default 5 and 5).
+ */
 const CLIENT = `
 import socket, sys
 host, port, src, msg = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+attempts, wait = (int(sys.argv[5]), float(sys.argv[6])) if len(sys.argv) > 6 else (5, 5)
 s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
 if src:
     s.bind((src, 0))
-s.settimeout(5)
-for attempt in range(5):
+s.settimeout(wait)
+for attempt in range(attempts):
     s.sendto(msg.encode(), (host, port))
     try:
         data, who = s.recvfrom(2048)
-        print(data.decode(), who[0], who[1])
+        print(data.decode().strip(), who[0], who[1], flush=True)
         break
     except socket.timeout:
         continue
@@ -159,20 +163,13 @@ netnsTest(
           const peer = topo.spawn(topo.peer, [
             "python3",
             "-c",
-            `
-import socket, sys, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("${PEER4}", 0))
-s.settimeout(1)
-for attempt in range(30):
-    s.sendto(b"hello nc\\n", ("${OURS4}", 7101))
-    try:
-        data, who = s.recvfrom(2048)
-        print(data.decode().strip(), who[0], who[1], flush=True)
-        break
-    except socket.timeout:
-        continue
-`,
+            CLIENT,
+            OURS4,
+            "7101",
+            PEER4,
+            "hello nc\n",
+            "30",
+            "1",
           ]);
           await nc.waitForOutput(/hello nc/, { timeoutMs: 30_000 });
           await nc.write("answer\n");

@@ -47,6 +47,16 @@ const ICMP_STATUS: Record<IcmpErrorKind, Status> = {
   "time-exceeded": Status.HostUnreach,
 };
 
+/**
+ * A wildcard bind of 0.0.0.0 (or ::ffff:0.0.0.0), or of :: with V6ONLY, serves its family only,
+ * so that a server may bind both apart. (Without the Host flag the request's family is the first
+ * destination's, which says nothing of the socket's.)
+ */
+function wildcardFamily(req: Request): 4 | 6 | undefined {
+  if (req.family === Family.V4) return 4;
+  return req.flags & Flag.V6Only ? 6 : undefined;
+}
+
 export async function serveUdp(ctx: BrokerContext, unix: Deno.Conn, req: Request): Promise<void> {
   const { host, stats } = ctx;
   let queued = 0;
@@ -79,16 +89,7 @@ export async function serveUdp(ctx: BrokerContext, unix: Deno.Conn, req: Request
     sock = host.stack.udp.bind({
       address: isZero(req.local.addr) ? undefined : req.local.addr,
       port: hostHalf?.port ?? req.local.port,
-      // A wildcard bind of 0.0.0.0 (or ::ffff:0.0.0.0), or of :: with V6ONLY, serves its family
-      // only, so that a server may bind both apart. (Elsewhere the family is the first
-      // destination's, which says nothing of the socket's.)
-      family: !wildcard
-        ? undefined
-        : req.family === Family.V4
-        ? 4
-        : (req.flags & Flag.V6Only)
-        ? 6
-        : undefined,
+      family: wildcard ? wildcardFamily(req) : undefined,
       // The program keeps its association (connect) itself, so the stack socket stays
       // unconnected and asks for every error; the interposer keeps those about its peer.
       recvErr: true,
