@@ -23,6 +23,8 @@ export const MAX_RTO = 60_000;
 export const CLOCK_GRANULARITY = 1;
 /** RFC 5681 3.2: the number of duplicate ACKs that signals a loss. */
 export const DUP_THRESH = 3;
+/** RFC 8985 7.2: WCDelAckT, the worst case a peer may delay the ACK of a lone segment. */
+export const TLP_DELAYED_ACK = 200;
 /** RFC 9293 3.7.1: MSS assumed when the peer sends none (IPv4); RFC 8200 5 for IPv6 (1280 - 60). */
 export const DEFAULT_MSS_V4 = 536;
 export const DEFAULT_MSS_V6 = 1220;

@@ -26,6 +26,19 @@ import {
 } from "./constants.ts";
 import { TcpError, type TcpErrorCode } from "./errors.ts";
 import { canSendData, sendRst, sendStatelessReset, sendSyn, transmit } from "./output.ts";
+import {
+  clearLost,
+  markLost,
+  rackBeginAck,
+  rackDelivered,
+  rackDetectLoss,
+  rackDsack,
+  rackEndAck,
+  rackRecoveryEnded,
+  resetRun,
+  scheduleTlp,
+} from "./rack.ts";
+import { Seg } from "./send_log.ts";
 import { seqAdd, seqDiff, seqGe, seqGt, seqLe, seqLt } from "./seq.ts";
 import { Ev, Recovery, RtxKind, State, type Tcb } from "./tcb.ts";
 
@@ -363,14 +376,37 @@ function processAck(tcb: Tcb, now: number, seg: TcpRepr, seq: number): boolean {
     return false;
   }
   const wnd = seg.window * 2 ** tcb.sndShift;
-  const newlySacked = tcb.sackOn && seg.sackCount > 0 ? takeSackBlocks(tcb, seg) : 0;
+  const sackedBefore = tcb.scoreboard.total;
+  const tsEcr = tcb.tsOn && seg.timestamp ? seg.tsEcr : -1;
+  rackBeginAck();
+  dsackSeen = false;
+  const newlySacked = tcb.sackOn && seg.sackCount > 0 ? takeSackBlocks(tcb, now, seg, tsEcr) : 0;
 
   if (d > 0) {
-    newAck(tcb, now, seg, d);
+    newAck(tcb, now, seg, d, tsEcr);
   } else if (d === 0 && tcb.sndNxtOff > tcb.sndUnaOff) {
     // RFC 5681 2 (duplicate ACK), and RFC 6675 5: an ACK bringing new SACK information.
     const pure = seg.payload.length === 0 && !(seg.flags & (SYN | FIN));
     if ((pure && wnd === tcb.sndWnd) || newlySacked > 0) dupAck(tcb);
+  }
+
+  if (tcb.sackOn && canSendData(tcb.state)) {
+    // RFC 8985 6.2: after every ACK, by the send times of what it delivered.
+    if (dsackSeen) rackDsack(tcb);
+    rackEndAck(tcb, now);
+    if (tcb.sendLog.count > 0 && rackDetectLoss(tcb, now)) rackLossResponse(tcb);
+    // RFC 8985 7.4: the ACK of a probe. A retransmitted probe that the peer did not report as
+    // a duplicate (D-SACK) repaired a real loss, which calls for a congestion response.
+    if (tcb.tlpEndOff >= 0 && tcb.sndUnaOff >= tcb.tlpEndOff) {
+      if (tcb.tlpRetrans && !dsackSeen) tcb.cc.onTailLossRepaired(tcb.smss);
+      tcb.tlpEndOff = -1;
+    }
+    if (tcb.recovery === Recovery.FAST) {
+      // RFC 6937: DeliveredData = change in SND.UNA + change in SACKed bytes.
+      const delivered = Math.max(d, 0) + tcb.scoreboard.total - sackedBefore;
+      tcb.cc.prrAck(Math.max(delivered, 0), tcb.pipe(), tcb.smss);
+    }
+    if (d > 0) scheduleTlp(tcb, now);
   }
 
   // Window update (RFC 9293 3.10.7.4): only from a segment newer than the last update.
@@ -385,19 +421,68 @@ function processAck(tcb: Tcb, now: number, seg: TcpRepr, seq: number): boolean {
   return true;
 }
 
-/** SACK blocks into the scoreboard (RFC 2018, RFC 6675 4); returns the bytes newly SACKed. */
-function takeSackBlocks(tcb: Tcb, seg: TcpRepr): number {
+/** The ACK being processed carried a D-SACK (RFC 2883 4). */
+let dsackSeen = false;
+
+/**
+ * SACK blocks into the scoreboard (RFC 2018, RFC 6675 4), and the segments they complete
+ * into RACK; returns the bytes newly SACKed.
+ */
+function takeSackBlocks(tcb: Tcb, now: number, seg: TcpRepr, tsEcr: number): number {
   const sb = tcb.scoreboard;
+  const log = tcb.sendLog;
   const before = sb.total;
   for (let i = 0; i < seg.sackCount; i++) {
     const l = tcb.offOf(seg.sackBlocks[2 * i]!);
     const r = tcb.offOf(seg.sackBlocks[2 * i + 1]!);
-    // Blocks must lie within what is outstanding; D-SACKs (RFC 2883, below SND.UNA) and
-    // nonsense are ignored.
+    if (i === 0 && r > l) {
+      // RFC 2883 4: a first block below SND.UNA, or inside the second, reports a duplicate.
+      const l1 = seg.sackCount > 1 ? tcb.offOf(seg.sackBlocks[2]!) : 0;
+      const r1 = seg.sackCount > 1 ? tcb.offOf(seg.sackBlocks[3]!) : 0;
+      if (r <= tcb.sndUnaOff || (seg.sackCount > 1 && l >= l1 && r <= r1)) dsackSeen = true;
+    }
+    // Blocks must lie within what is outstanding; D-SACKs and nonsense add nothing.
     if (r <= l || r > tcb.sndNxtOff || r <= tcb.sndUnaOff) continue;
-    sb.add(Math.max(l, tcb.sndUnaOff), r);
+    const from = Math.max(l, tcb.sndUnaOff);
+    sb.add(from, r);
+    for (let k = log.find(from); k < log.count && log.start(k) < r; k++) {
+      const f = log.flags(k);
+      if (f & Seg.SACKED || sb.nextUncovered(log.start(k)) < log.end(k)) continue;
+      if (f & Seg.LOST) clearLost(tcb, k);
+      log.setFlags(k, log.flags(k) | Seg.SACKED);
+      rackDelivered(tcb, now, k, tsEcr);
+    }
   }
   return sb.total - before;
+}
+
+/** RFC 6675 IsLost marking, up to the current loss edge (what is below was marked before). */
+function markToLossEdge(tcb: Tcb): number {
+  const edge = lossEdge(tcb);
+  if (edge > tcb.lossMarkedOff) {
+    markLost(tcb, Math.max(tcb.lossMarkedOff, tcb.sndUnaOff), edge);
+    tcb.lossMarkedOff = edge;
+  }
+  return edge;
+}
+
+/** Fast recovery begins (RFC 6675 5 step 4, RFC 6582 3.2 step 2, RFC 6937 3). */
+function startFastRecovery(tcb: Tcb): void {
+  tcb.host.stats.fastRecoveries++;
+  tcb.recovery = Recovery.FAST;
+  tcb.recoverOff = tcb.sndNxtOff;
+  tcb.cc.enterRecovery(tcb.flight, tcb.smss, tcb.sackOn);
+  tcb.cc.prrStart(tcb.flight);
+  tcb.lossMarkedOff = tcb.sndUnaOff;
+  // A probe outstanding is part of this episode now; recovery answers for it (RFC 8985 7.4).
+  tcb.tlpEndOff = -1;
+  tcb.tlpAt = Infinity;
+  tcb.forceRtx = true;
+}
+
+/** RACK marked segments lost (RFC 8985 6.2): outside recovery, that starts one. */
+export function rackLossResponse(tcb: Tcb): void {
+  if (tcb.recovery === Recovery.NONE) startFastRecovery(tcb);
 }
 
 /**
@@ -414,8 +499,25 @@ function lossEdge(tcb: Tcb): number {
   return tcb.sndUnaOff;
 }
 
-function newAck(tcb: Tcb, now: number, seg: TcpRepr, acked: number): void {
+function newAck(tcb: Tcb, now: number, seg: TcpRepr, acked: number, tsEcr: number): void {
   const ackOff = tcb.sndUnaOff + acked;
+  // Records of what is now acknowledged: delivered, for RACK, unless SACKed before.
+  const log = tcb.sendLog;
+  while (log.count > 0 && log.end(0) <= ackOff) {
+    const f = log.flags(0);
+    if (!(f & Seg.SACKED)) rackDelivered(tcb, now, 0, tsEcr);
+    if (f & Seg.LOST) clearLost(tcb, 0);
+    log.shift();
+  }
+  if (log.count > 0 && log.start(0) < ackOff) {
+    // What is left of a lost record is at most its unacknowledged tail.
+    const rest = log.end(0) - ackOff;
+    if (log.lost(0) > rest) {
+      tcb.lostBytes -= log.lost(0) - rest;
+      log.setLost(0, rest);
+    }
+    log.trimFront(ackOff);
+  }
   // Data leaving the send buffer.
   const bufEnd = Math.min(ackOff, tcb.writtenOff);
   if (bufEnd > tcb.sndBufStart) {
@@ -448,19 +550,22 @@ function newAck(tcb: Tcb, now: number, seg: TcpRepr, acked: number): void {
       tcb.recovery = Recovery.NONE;
       tcb.cc.exitRecovery(tcb.flight, mss);
       tcb.dupAcks = 0;
-      tcb.rtxNextOff = tcb.rtxLimitOff = ackOff;
+      rackRecoveryEnded(tcb);
     } else if (tcb.sackOn) {
       // RFC 6675: go on repairing the holes the scoreboard shows lost.
-      tcb.rtxLimitOff = Math.max(tcb.rtxLimitOff, lossEdge(tcb));
+      markToLossEdge(tcb);
     } else {
       // RFC 6582 3.2 step 5: a partial ACK: send the first unacknowledged segment again.
       tcb.cc.onPartialAck(acked, mss, false);
-      tcb.rtxNextOff = ackOff;
-      tcb.rtxLimitOff = Math.min(ackOff + mss, tcb.sndNxtOff);
+      resetRun(tcb);
+      markLost(tcb, ackOff, Math.min(ackOff + mss, tcb.sndNxtOff));
       tcb.forceRtx = true;
     }
   } else {
-    if (tcb.recovery === Recovery.TIMEOUT && ackOff >= tcb.recoverOff) tcb.recovery = Recovery.NONE;
+    if (tcb.recovery === Recovery.TIMEOUT && ackOff >= tcb.recoverOff) {
+      tcb.recovery = Recovery.NONE;
+      rackRecoveryEnded(tcb);
+    }
     tcb.cc.onAck(acked, mss);
     tcb.dupAcks = 0;
   }
@@ -488,7 +593,7 @@ function dupAck(tcb: Tcb): void {
   const mss = tcb.smss;
   if (tcb.recovery === Recovery.FAST) {
     tcb.cc.onDupAckInRecovery(mss, tcb.sackOn);
-    if (tcb.sackOn) tcb.rtxLimitOff = Math.max(tcb.rtxLimitOff, lossEdge(tcb));
+    if (tcb.sackOn) markToLossEdge(tcb);
     return;
   }
   if (tcb.recovery === Recovery.TIMEOUT) return;
@@ -497,14 +602,12 @@ function dupAck(tcb: Tcb): void {
     (tcb.sackOn && lossEdge(tcb) > tcb.sndUnaOff);
   // RFC 6582 3.2 step 1: not again until everything sent before the last recovery is acked.
   if (!lost || tcb.sndUnaOff < tcb.recoverOff) return;
-  tcb.host.stats.fastRecoveries++;
-  tcb.recovery = Recovery.FAST;
-  tcb.recoverOff = tcb.sndNxtOff;
-  tcb.cc.enterRecovery(tcb.flight, mss, tcb.sackOn);
-  tcb.rtxNextOff = tcb.sndUnaOff;
-  const first = Math.min(tcb.sndUnaOff + mss, tcb.sndNxtOff);
-  tcb.rtxLimitOff = tcb.sackOn ? Math.max(first, lossEdge(tcb)) : first;
-  tcb.forceRtx = true;
+  startFastRecovery(tcb);
+  // RFC 5681 3.2 / RFC 6675 5 step 4: the first segment at once, then every hole IsLost shows.
+  resetRun(tcb);
+  markLost(tcb, tcb.sndUnaOff, Math.min(tcb.sndUnaOff + mss, tcb.sndNxtOff));
+  if (tcb.sackOn) markToLossEdge(tcb);
+  tcb.lossMarkedOff = Math.max(tcb.lossMarkedOff, Math.min(tcb.sndUnaOff + mss, tcb.sndNxtOff));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -637,8 +740,8 @@ export function icmpArrives(tcb: Tcb, now: number, kind: IcmpErrorKind, seq: num
   if (!valid) return;
   if (kind === "too-big") {
     if (tcb.updateSegLimit() && canSendData(st) && tcb.flight > 0) {
-      tcb.rtxNextOff = tcb.sndUnaOff;
-      tcb.rtxLimitOff = tcb.sndNxtOff;
+      resetRun(tcb);
+      markLost(tcb, tcb.sndUnaOff, tcb.sndNxtOff);
       tcb.forceRtx = true;
       tcb.rttOff = -1;
       transmit(tcb, now);

@@ -2,14 +2,16 @@
  * What a connection sends, and when. One pass of {@link transmit} sends, in this order:
  *
  * ```text
- *  1. data deemed lost  [rtxNextOff, rtxLimitOff) minus SACKed ranges    (RFC 6675 / 6582 / 5681)
+ *  1. data deemed lost  runs of LOST records minus SACKed ranges  (RFC 8985 / 6675 / 6582 / 5681)
  *  2. new data          limited by the peer's window, cwnd − pipe, Nagle and sender SWS
  *  3. a FIN             after the last byte
  *  4. an ACK            if one is owed and nothing above carried it
  * ```
  *
  * then arms the retransmission timer (something in flight) or the persist timer (data waits
- * for a closed window). Every segment is built in one buffer allocated at its final size: the
+ * for a closed window), and the loss probe timer after new data (RFC 8985 7.2). Each data
+ * segment sent gets a record in the send log, and each retransmission refreshes its record's
+ * send time, which is what RACK reasons about (`rack.ts`). Every segment is built in one buffer allocated at its final size: the
  * header from the layer's scratch {@link TcpRepr}, the data copied straight from the send ring.
  *
  * @module
@@ -18,7 +20,8 @@ import type { IpBytes } from "../../wire/addr.ts";
 import { IpProtocol } from "../../wire/ip.ts";
 import { tcpChecksum, TcpField, TcpFlag } from "../../wire/tcp.ts";
 import { MAX_WINDOW_FIELD } from "./constants.ts";
-import { rcvSeqOf, RtxKind, State, type Tcb, type TcbHost } from "./tcb.ts";
+import { dropCovered, nextLostRun, noteRetransmitted, scheduleTlp } from "./rack.ts";
+import { rcvSeqOf, Recovery, RtxKind, State, type Tcb, type TcbHost } from "./tcb.ts";
 import { seqAdd } from "./seq.ts";
 
 /** States in which our side may still send data or a FIN (or retransmit them). */
@@ -39,15 +42,18 @@ function sendData(tcb: Tcb, now: number): void {
   const stats = tcb.host.stats;
   let force = tcb.forceRtx;
   tcb.forceRtx = false;
+  let sentNew = false;
   for (;;) {
     const room = tcb.dataRoom();
     // 1. Retransmissions.
+    if (tcb.rtxNextOff >= tcb.rtxLimitOff && tcb.lostBytes > 0) nextLostRun(tcb);
     if (tcb.rtxNextOff < tcb.rtxLimitOff) {
       const sb = tcb.scoreboard;
       const off = sb.nextUncovered(tcb.rtxNextOff);
       const limit = Math.min(tcb.rtxLimitOff, sb.nextStartAfter(off), tcb.sndNxtOff);
       if (off >= limit) {
-        // Everything left in the lost range was SACKed.
+        // Everything left in the lost run was SACKed.
+        dropCovered(tcb, tcb.rtxNextOff, tcb.rtxLimitOff);
         tcb.rtxNextOff = tcb.rtxLimitOff;
         continue;
       }
@@ -65,7 +71,10 @@ function sendData(tcb: Tcb, now: number): void {
       if (!force && tcb.pipe() + len + (fin ? 1 : 0) > tcb.cc.cwnd) break;
       emitData(tcb, now, off, len, fin);
       stats.retransmits++;
-      tcb.rtxNextOff = off + len + (fin ? 1 : 0);
+      const end = off + len + (fin ? 1 : 0);
+      noteRetransmitted(tcb, now, off, end);
+      if (tcb.recovery === Recovery.FAST) tcb.cc.prrSent(end - off);
+      tcb.rtxNextOff = end;
       // RFC 6298 3 (Karn): no RTT sample from a segment sent twice.
       tcb.rttOff = -1;
       force = false;
@@ -87,12 +96,14 @@ function sendData(tcb: Tcb, now: number): void {
       }
       // RFC 5681 4.1: after an idle period longer than an RTO, start again from the IW.
       if (!inFlight && now - tcb.lastSendAt > tcb.rtt.rto) tcb.cc.restartAfterIdle(tcb.smss);
-      if (inFlight && tcb.pipe() + len > tcb.cc.cwnd) break;
+      // A loss probe (RFC 8985 7.3) goes whatever cwnd and Nagle say.
+      const probe = tcb.tlpNewData;
+      if (inFlight && !probe && tcb.pipe() + len > tcb.cc.cwnd) break;
       // RFC 9293 3.7.4 (Nagle): a short segment waits while data is unacknowledged, unless
       // no-delay is set or the FIN follows (closing flushes, as in Linux).
       if (
         len < room && len === unsent && inFlight && !tcb.noDelay && !tcb.finQueued &&
-        !tcb.persistOverride
+        !tcb.persistOverride && !probe
       ) break;
       const fin = tcb.finQueued && tcb.sndNxtOff + len === tcb.finOff;
       const off = tcb.sndNxtOff;
@@ -101,19 +112,30 @@ function sendData(tcb: Tcb, now: number): void {
         tcb.rttOff = off + len;
         tcb.rttStart = now;
       }
-      tcb.sndNxtOff = off + len + (fin ? 1 : 0);
+      const end = off + len + (fin ? 1 : 0);
+      tcb.sendLog.push(off, end, now);
+      if (tcb.recovery === Recovery.FAST) tcb.cc.prrSent(end - off);
+      tcb.sndNxtOff = end;
       tcb.persistOverride = false;
+      sentNew = true;
+      if (probe) {
+        tcb.tlpNewData = false;
+        tcb.tlpEndOff = end;
+      }
       continue;
     }
     // 3. A FIN on its own. It needs no window: receivers take a bare FIN at a zero window.
     if (tcb.finQueued && tcb.sndNxtOff === tcb.finOff) {
       emitData(tcb, now, tcb.finOff, 0, true);
+      tcb.sendLog.push(tcb.finOff, tcb.finOff + 1, now);
       tcb.sndNxtOff = tcb.finOff + 1;
+      sentNew = true;
       continue;
     }
     break;
   }
   tcb.persistOverride = false;
+  tcb.tlpNewData = false;
   // RFC 6298 5.1: the timer runs while anything is in flight.
   if (tcb.sndNxtOff > tcb.sndUnaOff) {
     if (tcb.rtxKind !== RtxKind.RETRANSMIT) {
@@ -130,6 +152,8 @@ function sendData(tcb: Tcb, now: number): void {
     tcb.rtxKind = RtxKind.NONE;
     tcb.rtxAt = Infinity;
   }
+  // RFC 8985 7.2: the probe timer restarts with each new segment.
+  if (sentNew) scheduleTlp(tcb, now);
 }
 
 function emitData(tcb: Tcb, now: number, off: number, len: number, fin: boolean): void {

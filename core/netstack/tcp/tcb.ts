@@ -30,6 +30,7 @@ import { RangeSet } from "./range_set.ts";
 import { ReceiveBuffer } from "./recv_buffer.ts";
 import { ByteRing } from "./ring.ts";
 import { RttEstimator } from "./rtt.ts";
+import { SendLog } from "./send_log.ts";
 import { seqAdd, seqDiff } from "./seq.ts";
 import type { TimerItem } from "./timer_heap.ts";
 
@@ -280,13 +281,57 @@ export class Tcb implements TimerItem {
   /** RFC 6582 "recover": SND.NXT when the last recovery began. */
   recoverOff = 0;
   dupAcks = 0;
-  /** Offsets `[rtxNextOff, rtxLimitOff)` minus SACKed data are deemed lost and sent again. */
+  /**
+   * The run being retransmitted: offsets `[rtxNextOff, rtxLimitOff)` minus SACKed data go out
+   * again in order. Every byte of it lies in a `sendLog` record marked LOST until it is sent.
+   */
   rtxNextOff = 0;
   rtxLimitOff = 0;
-  /** Send one retransmission whatever cwnd says (fast retransmit, timeout). */
+  /** Send one retransmission whatever cwnd says (fast retransmit, timeout, loss probe). */
   forceRtx = false;
   /** SACKed ranges above SND.UNA (RFC 6675 scoreboard). */
   readonly scoreboard: RangeSet;
+  /** One record per segment in flight: send time and state, for RACK (RFC 8985 5.2). */
+  readonly sendLog: SendLog;
+  /** Bytes of records marked LOST: RFC 6675's "deemed lost and not yet retransmitted". */
+  lostBytes = 0;
+  /** No record below this offset is marked LOST (where the next run is looked for). */
+  lostScanOff = Infinity;
+  /** RFC 6675 IsLost has marked everything below this offset in the current recovery. */
+  lossMarkedOff = 0;
+
+  // --- RACK (RFC 8985 6) ------------------------------------------------------------------------
+  /** RACK.xmit_ts and RACK.end_seq: the most recently sent segment known delivered. */
+  rackXmitTs = -Infinity;
+  rackEndOff = -Infinity;
+  /** RACK.rtt: the RTT of that segment. */
+  rackRtt = 0;
+  rackMinRtt = Infinity;
+  /** RACK.fack: the highest end of a delivered segment. */
+  rackFack = -Infinity;
+  /** RACK.reordering_seen. */
+  rackReordering = false;
+  /** RACK.reo_wnd_mult, RACK.reo_wnd_persist and RACK.dsack_round (RFC 8985 6.2 step 4). */
+  rackReoMult = 1;
+  rackReoPersist = 0;
+  rackDsackRound = -1;
+  /** The reordering timer (RFC 8985 6.3), Infinity when off. */
+  rackAt = Infinity;
+
+  // --- TLP (RFC 8985 7) -------------------------------------------------------------------------
+  /** The probe timeout, Infinity when off. */
+  tlpAt = Infinity;
+  /** TLP.end_seq: SND.NXT when the outstanding probe was sent, or -1 (no probe in flight). */
+  tlpEndOff = -1;
+  /** TLP.is_retrans: the outstanding probe sent old data again. */
+  tlpRetrans = false;
+  /** The next new-data segment is a probe: it goes whatever cwnd says. */
+  tlpNewData = false;
+
+  // --- PRR (RFC 6937) -----------------------------------------------------------------------------
+  prrDelivered = 0;
+  prrOut = 0;
+  recoverFs = 0;
 
   // --- round-trip time ---------------------------------------------------------------------------
   readonly rtt: RttEstimator;
@@ -346,6 +391,7 @@ export class Tcb implements TimerItem {
     this.sendBuf = new ByteRing(limits.sendBuffer);
     this.rcvBuf = new ReceiveBuffer(limits.receiveBuffer, limits.maxRanges);
     this.scoreboard = new RangeSet(limits.maxRanges);
+    this.sendLog = new SendLog();
     this.rtt = new RttEstimator(limits.minRto);
     const room = host.ip.maxPayload(remote);
     this.ourMss = Math.min(Math.max(room - 20, 1), 0xffff);
@@ -391,12 +437,8 @@ export class Tcb implements TimerItem {
    * SACKed, minus what we deem lost and have not sent again.
    */
   pipe(): number {
-    let lost = 0;
-    if (this.rtxNextOff < this.rtxLimitOff) {
-      lost = this.rtxLimitOff - this.rtxNextOff -
-        this.scoreboard.coveredIn(this.rtxNextOff, this.rtxLimitOff);
-    }
-    return this.flight - this.scoreboard.total - lost;
+    // A lost record partly SACKed counts in both; the floor keeps that slip harmless.
+    return Math.max(0, this.flight - this.scoreboard.total - this.lostBytes);
   }
 
   /** Our timestamp clock (RFC 7323 5.4: milliseconds plus a random per-connection offset). */
@@ -528,12 +570,14 @@ export class Tcb implements TimerItem {
 
   /** The earliest of the timers. */
   nextDeadline(): number {
-    return Math.min(this.rtxAt, this.ackAt, this.keepAt, this.lifeAt);
+    return Math.min(this.rtxAt, this.rackAt, this.tlpAt, this.ackAt, this.keepAt, this.lifeAt);
   }
 
   /** Stops every timer. */
   stopTimers(): void {
     this.rtxAt =
+      this.rackAt =
+      this.tlpAt =
       this.ackAt =
       this.keepAt =
       this.lifeAt =

@@ -4,6 +4,9 @@
  *
  * - `rtxAt`: retransmission (RFC 6298 5.4-5.7, RFC 5681 3.1 (4)-(5)) or, sharing the slot as
  *   in Linux, the persist timer (RFC 9293 3.8.6.1; RFC 1122 4.2.2.17);
+ * - `rackAt`: RACK's reordering timer (RFC 8985 6.3): a segment sent before one delivered
+ *   becomes lost once the reordering window has passed;
+ * - `tlpAt`: the probe timeout (RFC 8985 7): the tail of a flight may be lost;
  * - `ackAt`: the delayed ACK (RFC 5681 4.2);
  * - `keepAt`: keepalive (RFC 1122 4.2.3.6);
  * - `lifeAt`: TIME-WAIT's 2 MSL (RFC 9293 3.6.1), or FIN-WAIT-2 of a connection the user closed.
@@ -11,8 +14,9 @@
  * @module
  */
 import { MAX_RTO } from "./constants.ts";
-import { connectionError } from "./input.ts";
+import { connectionError, rackLossResponse } from "./input.ts";
 import { canSendData, sendProbe, sendSyn, transmit } from "./output.ts";
+import { forgetSacked, markLost, rackDetectLoss, resetRun, tlpFire } from "./rack.ts";
 import { Recovery, RtxKind, State, type Tcb } from "./tcb.ts";
 
 /** Runs whatever of `tcb`'s timers is due at `now`, then sends what is owed. */
@@ -29,6 +33,14 @@ export function onTimer(tcb: Tcb, now: number): void {
     if (kind === RtxKind.RETRANSMIT) retransmitTimeout(tcb, now);
     else if (kind === RtxKind.PERSIST) persistTimeout(tcb, now);
     if (tcb.state === State.CLOSED) return;
+  }
+  if (tcb.rackAt <= now) {
+    tcb.rackAt = Infinity;
+    if (canSendData(tcb.state) && rackDetectLoss(tcb, now)) rackLossResponse(tcb);
+  }
+  if (tcb.tlpAt <= now) {
+    tcb.tlpAt = Infinity;
+    if (canSendData(tcb.state)) tlpFire(tcb, now);
   }
   if (tcb.ackAt <= now) {
     tcb.ackAt = Infinity;
@@ -90,14 +102,22 @@ function retransmitTimeout(tcb: Tcb, now: number): void {
   tcb.cc.onTimeout(tcb.flight, tcb.smss, first);
   // RFC 2018 8: the receiver may have discarded what it SACKed. Trust the scoreboard for one
   // timeout, not for two in a row.
-  if (tcb.retries > 1) tcb.scoreboard.clear();
+  if (tcb.retries > 1) {
+    tcb.scoreboard.clear();
+    forgetSacked(tcb);
+  }
   // RFC 6582 3.2: after a timeout, recover = the highest sequence sent; everything in flight is
-  // deemed lost and sent again as cwnd allows, skipping what was SACKed.
+  // deemed lost and sent again as cwnd allows, skipping what was SACKed (RFC 8985 6.3 marks
+  // the same). RACK goes on watching the retransmissions; the probe is over.
   tcb.recovery = Recovery.TIMEOUT;
   tcb.recoverOff = tcb.sndNxtOff;
   tcb.dupAcks = 0;
-  tcb.rtxNextOff = tcb.sndUnaOff;
-  tcb.rtxLimitOff = tcb.sndNxtOff;
+  resetRun(tcb);
+  markLost(tcb, tcb.sndUnaOff, tcb.sndNxtOff);
+  tcb.lossMarkedOff = tcb.sndNxtOff;
+  tcb.rackAt = tcb.tlpAt = Infinity;
+  tcb.tlpEndOff = -1;
+  tcb.tlpNewData = false;
   tcb.forceRtx = true;
   // RFC 6298 5.6: restart the timer with the backed-off RTO.
   tcb.rtxKind = RtxKind.RETRANSMIT;
