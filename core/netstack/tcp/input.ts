@@ -378,7 +378,7 @@ function processAck(tcb: Tcb, now: number, seg: TcpRepr, seq: number): boolean {
   const wnd = seg.window * 2 ** tcb.sndShift;
   const sackedBefore = tcb.scoreboard.total;
   const tsEcr = tcb.tsOn && seg.timestamp ? seg.tsEcr : -1;
-  rackBeginAck();
+  rackBeginAck(tcb);
   dsackSeen = false;
   const newlySacked = tcb.sackOn && seg.sackCount > 0 ? takeSackBlocks(tcb, now, seg, tsEcr) : 0;
 

@@ -127,9 +127,13 @@ export function noteRetransmitted(tcb: Tcb, now: number, from: number, to: numbe
 /** A pass of RACK_update over one ACK (RFC 8985 6.2 step 2): the newest valid send time. */
 let ackNewestTs = -Infinity;
 
+/** RACK.fack before this ACK: reordering is judged against earlier ACKs only. */
+let ackFackBefore = -Infinity;
+
 /** Starts collecting the segments an ACK delivers. */
-export function rackBeginAck(): void {
+export function rackBeginAck(tcb: Tcb): void {
   ackNewestTs = -Infinity;
+  ackFackBefore = tcb.rackFack;
 }
 
 /**
@@ -143,7 +147,7 @@ export function rackDelivered(tcb: Tcb, now: number, i: number, tsEcr: number): 
   if (f & RETRANS) {
     // Step 2: the ACK may be for an earlier transmission; then it says nothing of this one.
     if (tsEcr >= 0 ? seqLt(tsEcr, tcb.tsNow(ts)) : rtt < tcb.rackMinRtt) return;
-  } else if (end < tcb.rackFack) {
+  } else if (end < ackFackBefore) {
     // Step 3: delivered below what was already delivered, never sent twice: reordering.
     tcb.rackReordering = true;
   }
