@@ -57,6 +57,8 @@ function sendData(tcb: Tcb, now: number): void {
         tcb.rtxNextOff = tcb.rtxLimitOff;
         continue;
       }
+      // SACKed bytes the run steps over are as good as sent.
+      if (off > tcb.rtxNextOff) dropCovered(tcb, tcb.rtxNextOff, off);
       // A window the peer shrank is respected: what lies beyond it waits, except the segment
       // at SND.UNA when the timer forces it, which then serves as a zero-window probe (Linux).
       let wndRoom = tcb.sndUnaOff + tcb.sndWnd - off;

@@ -57,10 +57,14 @@ export function nextLostRun(tcb: Tcb): boolean {
   let i = log.find(tcb.lostScanOff);
   while (i < log.count && (log.flags(i) & LOST) === 0) i++;
   if (i === log.count) {
-    // Cannot happen while the bookkeeping is right; resynchronize rather than spin.
+    // Only a bookkeeping slip gets here. Count again from the records, which are the truth,
+    // rather than trust a stale total: one that stays above zero would spin here, and one
+    // that goes below zero would hide every later loss from the sender.
     tcb.lostBytes = 0;
-    tcb.lostScanOff = Infinity;
-    return false;
+    for (let k = 0; k < log.count; k++) tcb.lostBytes += log.lost(k);
+    tcb.lostScanOff = 0;
+    if (tcb.lostBytes <= 0) return false;
+    return nextLostRun(tcb);
   }
   let j = i;
   while (j + 1 < log.count && (log.flags(j + 1) & LOST) !== 0) j++;
@@ -82,16 +86,32 @@ export function resetRun(tcb: Tcb): void {
 }
 
 /**
- * Records in `[from, to)` that the scoreboard covers entirely are SACKed, not lost: called
- * when the retransmission of a run finds nothing left to send in it.
+ * The bytes of LOST record `i` in `[from, to)` no longer wait to be sent: they went out again,
+ * or the run passed over them because the scoreboard covers them. A run walks its records in
+ * offset order, so once it reaches a record's end the whole record is dealt with.
+ */
+function settle(tcb: Tcb, i: number, from: number, to: number): void {
+  const log = tcb.sendLog;
+  if (to >= log.end(i)) {
+    clearLost(tcb, i);
+    return;
+  }
+  const n = Math.min(log.lost(i), to - Math.max(log.start(i), from));
+  log.setLost(i, log.lost(i) - n);
+  tcb.lostBytes -= n;
+}
+
+/**
+ * The run skipped `[from, to)` because the scoreboard covers it: the LOST records there are
+ * settled for those bytes (a record SACKed only in part would otherwise stay LOST behind the
+ * run, and its bytes would count against the pipe forever), and a record covered entirely is
+ * SACKed.
  */
 export function dropCovered(tcb: Tcb, from: number, to: number): void {
   const log = tcb.sendLog, sb = tcb.scoreboard;
   for (let i = log.find(from); i < log.count && log.start(i) < to; i++) {
-    const f = log.flags(i);
-    if ((f & LOST) === 0 || sb.nextUncovered(log.start(i)) < log.end(i)) continue;
-    clearLost(tcb, i);
-    log.setFlags(i, log.flags(i) | SACKED);
+    if (log.flags(i) & LOST) settle(tcb, i, from, to);
+    if (sb.nextUncovered(log.start(i)) >= log.end(i)) log.setFlags(i, log.flags(i) | SACKED);
   }
 }
 
@@ -112,13 +132,8 @@ export function noteRetransmitted(tcb: Tcb, now: number, from: number, to: numbe
     const f = log.flags(i);
     log.setFlags(i, f | RETRANS);
     if (f & LOST) {
-      if (to < log.end(i)) {
-        const sent = Math.min(log.lost(i), to - Math.max(log.start(i), from));
-        log.setLost(i, log.lost(i) - sent);
-        tcb.lostBytes -= sent;
-        continue;
-      }
-      clearLost(tcb, i);
+      settle(tcb, i, from, to);
+      if (to < log.end(i)) continue;
     }
     log.setTs(i, now);
   }
