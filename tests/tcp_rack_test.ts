@@ -33,6 +33,56 @@ Deno.test("TLP: a lost tail is probed and repaired without the RTO (RFC 8985 7)"
   assert.equal(s.tcp.pollAt(), Infinity);
 });
 
+Deno.test("RACK: a lost retransmission is sent again without the RTO (RFC 8985 6.2)", () => {
+  const s = new TcpScript();
+  const { conn, iss, irs } = s.openActive({ ts: false });
+  const seq = (k: number) => iss + 1 + k * MSS;
+  conn.write(patternData(10 * MSS));
+  s.out();
+  s.send(20, { flags: "A", seq: irs + 1, ack: seq(2) });
+  // Segment 2 is lost; 3-9 arrive: fast retransmit.
+  s.send(21, { flags: "A", seq: irs + 1, ack: seq(2), sack: [[seq(3), seq(10)]] });
+  s.expect([{ seq: seq(2), len: MSS }], "fast retransmit");
+  conn.write(patternData(2 * MSS));
+  s.expect([{ seq: seq(10) }, { seq: seq(11) }], "new data after the retransmission");
+  // The retransmission is lost too. Segment 10, sent after it, is SACKed: by send time, 2 is
+  // lost again. Duplicate ACK counting never says so (recovery is already under way).
+  s.send(45, { flags: "A", seq: irs + 1, ack: seq(2), sack: [[seq(3), seq(11)]] });
+  s.expect([{ seq: seq(2), len: MSS }], "the lost retransmission, found by RACK");
+  assert.equal(s.tcp.stats.timeouts, 0);
+  s.send(60, { flags: "A", seq: irs + 1, ack: seq(12) });
+  s.expectNone();
+});
+
+Deno.test("PRR: recovery sends in proportion to what is delivered (RFC 6937)", () => {
+  const s = new TcpScript();
+  const { conn, iss, irs } = s.openActive({ ts: false });
+  const seq = (k: number) => iss + 1 + k * MSS;
+  const sent = () => s.out().map((x) => (x.seq - iss - 1) / MSS);
+  conn.write(patternData(40 * MSS));
+  s.out();
+  s.send(20, { flags: "A", seq: irs + 1, ack: seq(10) });
+  assert.equal(sent().length, 11, "slow start: 11 in flight");
+  // Segment 10 is lost; the peer SACKs 11, 12, ... one per ACK.
+  const sack = (t: number, k: number) =>
+    s.send(t, { flags: "A", seq: irs + 1, ack: seq(10), sack: [[seq(11), seq(k + 1)]] });
+  sack(31, 11);
+  sack(32, 12);
+  sent();
+  sack(33, 13);
+  assert.deepEqual(sent(), [10], "three duplicates: fast retransmit");
+  assert.equal(conn.info.ssthresh, 6.5 * MSS);
+  // The pipe (12 segments) is above ssthresh: one new segment per two delivered, ssthresh over
+  // RecoverFS, so the pipe comes down to ssthresh smoothly, without a stall or a burst.
+  const got: number[][] = [];
+  for (let k = 14; k <= 21; k++) {
+    sack(20 + k, k);
+    got.push(sent());
+  }
+  assert.deepEqual(got, [[], [], [23], [], [], [24], [25], [26]]);
+  assert.equal(conn.info.cwnd, conn.info.ssthresh, "at ssthresh: one segment per delivery");
+});
+
 /**
  * Many echo connections through one congested drop-tail queue: losses in bursts, a segment
  * size that shrinks when SACK blocks take header room (so lost segments go out again in
