@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import type { IpBytes } from "../core/wire/addr.ts";
 import { TcpLayer } from "../core/netstack/tcp.ts";
 import type { TcpConnection, TcpLimits } from "../core/netstack/tcp.ts";
+import { echoClient, echoServer } from "./_support/sim_echo.ts";
 import { type LinkOptions, seededRandom, SimNetwork } from "./_support/tcp_script.ts";
 
 const A4 = new Uint8Array([10, 0, 0, 1]);
@@ -178,73 +179,19 @@ Deno.test("TCP end to end: 24 concurrent echo connections over a congested, loss
     false,
     { sendBuffer: 32 * 1024, receiveBuffer: 32 * 1024 },
   );
-  const listener = p.b.listen({ port: 7 });
-  listener.onAccept = () => {
-    for (let c = listener.accept(); c; c = listener.accept()) {
-      const conn = c;
-      let pending: Uint8Array = new Uint8Array(0);
-      const pump = () => {
-        for (;;) {
-          if (pending.length > 0) {
-            const n = conn.write(pending);
-            pending = pending.subarray(n);
-            if (pending.length > 0) return; // wait for onWritable; stop reading meanwhile
-          }
-          const got = conn.read(new Uint8Array(8192));
-          if (got.length === 0) break;
-          pending = got;
-        }
-        if (conn.readableEnded && pending.length === 0) conn.close();
-      };
-      conn.onReadable = pump;
-      conn.onWritable = pump;
-      conn.onEnd = pump;
-      pump();
-    }
-  };
+  echoServer(p.b, 7);
   const SIZE = 256 * 1024;
   const clients = Array.from({ length: 24 }, (_, i) => {
     const data = testData(SIZE, 1000 + i);
-    const conn = p.a.connect(p.net.now, { dst: p.addrB, dstPort: 7 });
-    const back: Uint8Array[] = [];
-    let written = 0, received = 0, closed = false, error: string | undefined;
-    const pump = () => {
-      while (written < SIZE) {
-        const n = conn.write(data.subarray(written, Math.min(SIZE, written + 4096)));
-        if (n === 0) break;
-        written += n;
-      }
-      if (written === SIZE && conn.state === "ESTABLISHED") conn.shutdownWrite();
-    };
-    const drain = () => {
-      for (let got = conn.read(); got.length > 0; got = conn.read()) {
-        back.push(got);
-        received += got.length;
-      }
-      if (conn.readableEnded) conn.close();
-    };
-    conn.onOpen = pump;
-    conn.onWritable = pump;
-    conn.onReadable = drain;
-    conn.onEnd = drain;
-    conn.onClose = (e) => {
-      closed = true;
-      error = e?.code;
-    };
-    return { data, back, received: () => received, closed: () => closed, error: () => error };
+    return { data, echo: echoClient(p.a, p.net, p.addrB, 7, data) };
   });
-  const finished = p.net.run(() => clients.every((c) => c.closed()), 3_600_000);
-  assert.ok(finished, `not all closed: ${clients.filter((c) => !c.closed()).length} open`);
-  for (const [i, c] of clients.entries()) {
-    assert.equal(c.error(), undefined, `client ${i}`);
-    assert.equal(c.received(), SIZE, `client ${i} length`);
-    const got = new Uint8Array(SIZE);
-    let o = 0;
-    for (const b of c.back) {
-      got.set(b, o);
-      o += b.length;
-    }
-    assert.equal(await sha256(got), await sha256(c.data), `client ${i} SHA-256`);
+  const finished = p.net.run(() => clients.every((c) => c.echo.closed), 3_600_000);
+  assert.ok(finished, `not all closed: ${clients.filter((c) => !c.echo.closed).length} open`);
+  for (const [i, { data, echo }] of clients.entries()) {
+    assert.equal(echo.error, undefined, `client ${i}`);
+    const got = echo.received();
+    assert.equal(got.length, SIZE, `client ${i} length`);
+    assert.equal(await sha256(got), await sha256(data), `client ${i} SHA-256`);
   }
   assert.ok(p.net.stats.queueDrops + p.net.stats.lost > 0);
   p.net.advance(p.net.now + 61_000);

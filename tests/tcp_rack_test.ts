@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { TcpLayer } from "../core/netstack/tcp.ts";
-import { concat } from "./_support/bytes.ts";
+import { echoClient, echoServer } from "./_support/sim_echo.ts";
 import { patternData, seededRandom, SimNetwork, TcpScript } from "./_support/tcp_script.ts";
 
 const MSS = 1380; // 1400-byte payloads, no timestamps; SACK on
@@ -118,68 +118,6 @@ Deno.test("RACK bookkeeping: 60 echo connections over a drop-tail queue all fini
     });
   }
 });
-
-/** Echoes every connection on `port` back to its sender, and closes after the sender's FIN. */
-function echoServer(layer: TcpLayer, port: number): void {
-  const listener = layer.listen({ port });
-  listener.onAccept = () => {
-    for (let c = listener.accept(); c; c = listener.accept()) {
-      const conn = c;
-      let pending: Uint8Array = new Uint8Array(0);
-      const pump = () => {
-        for (;;) {
-          if (pending.length > 0) {
-            pending = pending.subarray(conn.write(pending));
-            if (pending.length > 0) return;
-          }
-          const got = conn.read(new Uint8Array(8192));
-          if (got.length === 0) break;
-          pending = got;
-        }
-        if (conn.readableEnded && pending.length === 0) conn.close();
-      };
-      conn.onReadable = conn.onWritable = conn.onEnd = pump;
-      pump();
-    }
-  };
-}
-
-/** Writes `data`, half-closes, and keeps what comes back. */
-function echoClient(
-  layer: TcpLayer,
-  net: SimNetwork,
-  dst: Uint8Array,
-  port: number,
-  data: Uint8Array,
-) {
-  const conn = layer.connect(net.now, { dst, dstPort: port });
-  const back: Uint8Array[] = [];
-  const state = {
-    closed: false,
-    error: undefined as string | undefined,
-    received: () => concat(back),
-  };
-  let written = 0;
-  const pump = () => {
-    while (written < data.length) {
-      const n = conn.write(data.subarray(written, Math.min(data.length, written + 4096)));
-      if (n === 0) break;
-      written += n;
-    }
-    if (written === data.length && conn.state === "ESTABLISHED") conn.shutdownWrite();
-  };
-  const drain = () => {
-    for (let got = conn.read(); got.length > 0; got = conn.read()) back.push(got);
-    if (conn.readableEnded) conn.close();
-  };
-  conn.onOpen = conn.onWritable = pump;
-  conn.onReadable = conn.onEnd = drain;
-  conn.onClose = (e) => {
-    state.closed = true;
-    state.error = e?.code;
-  };
-  return state;
-}
 
 function sameBytes(x: Uint8Array, y: Uint8Array): boolean {
   return x.length === y.length && x.every((v, i) => v === y[i]);
