@@ -215,6 +215,19 @@ WG_HIDDEN void wg_set_kind(int fd, int kind);
 /* Records the identity of the socket now at fd in s. */
 WG_HIDDEN void wg_note_identity(int fd, struct wg_sock *s);
 
+/* ---- the inherited broker channel (channel.c) ---- */
+
+/* In the first wrapped process: start the helper; in the others: adopt the inherited channel. */
+WG_HIDDEN void wg_channel_init(void);
+/* The channel's fd, or -1. */
+WG_HIDDEN int wg_channel_fd(void);
+/* A new broker connection through the channel (close-on-exec), or -1 with errno. */
+WG_HIDDEN int wg_channel_open(void);
+/* After chroot the path is not to be trusted: connections come only through the channel. */
+WG_HIDDEN int wg_channel_preferred(void);
+/* Before a dup2/dup3 onto `fd`: if it is the channel, the channel moves to another number. */
+WG_HIDDEN void wg_channel_evict(int fd);
+
 /* ---- talking to the broker (broker.c) ---- */
 
 /* A new connection to the broker (blocking, close-on-exec), or -1 with errno. */
