@@ -6,35 +6,44 @@
  * other users out; but a server started by that user that then becomes `nobody` (nginx's
  * workers), or chroots (sshd's privilege separation, postfix), can no longer connect to that path
  * either. So the first wrapped process, still as it was started, forks a small helper that stays
- * so, and keeps one end of a SOCK_SEQPACKET socket pair to it on a high fd without close-on-exec:
- * every descendant inherits it across fork, exec, setuid and chroot. A process that cannot
- * connect to the path sends the helper a message carrying a fresh reply socket (SCM_RIGHTS); the
- * helper connects to the broker and sends the connection back over that reply socket. The broker
- * sees an ordinary connection and still checks the per-run secret; another user's process holds
- * no such fd.
+ * so, and keeps one end of a SOCK_SEQPACKET socket pair to it on a well-known fd number without
+ * close-on-exec: every descendant inherits it across fork, exec, setuid and chroot. A process that
+ * cannot connect to the path sends the helper a message carrying a fresh reply socket
+ * (SCM_RIGHTS); the helper connects to the broker and sends the connection back over that reply
+ * socket. The broker sees an ordinary connection and still checks the per-run secret; another
+ * user's process holds no such fd.
  *
- *   first process: socketpair ─► fork ─► fork ─► helper (its own session; no other fd)
- *                  channel end ─► fd ≥ 1000, inheritable; WRAPGUARD_CHANNEL=fd:dev:ino
- *   any descendant: connect(path) ─► EACCES/ENOENT, or after chroot ─► channel:
- *                  socketpair(p, q) ─► sendmsg(channel, "C" + q) ─► recvmsg(p) ─► "0" + broker fd
+ *   first process: socketpair ─► fork ─► fork ─► helper (own session, no fd but its end)
+ *                  its end ─► fd WG_CHANNEL_FD, inheritable
+ *   every process at load: is WG_CHANNEL_FD a SEQPACKET socket whose helper answers "H" for our
+ *                  broker path? yes: adopt it; no, and the path is reachable: start a helper
+ *   connect(path) ─► EACCES/ENOENT, or after chroot ─► channel:
+ *                  socketpair(p, q) ─► send(channel, "C" path + q) ─► recv(p) ─► 0 + broker fd
+ *
+ * Nothing is carried in the environment (a shell does not pass on what a process setenv()s, and
+ * programs clear theirs): a process finds the channel by its number and proves it by asking.
+ * The helper ends when every holder of the channel has closed it, when the broker's socket is
+ * gone (the run ended), or on SIGTERM; it never outlives both the program and the run.
  *
  * The fd is kept out of the program's way where the C library lets us see it: close() of it
- * pretends to succeed, close_range/closefrom skip it, and a dup2 onto its number moves it first.
+ * pretends to succeed, close_range/closefrom skip it, F_SETFD leaves it inheritable, and a dup2
+ * onto its number moves it first.
  */
 #include "wrapguard.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/un.h>
-#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef int (*chroot_fn)(const char *);
@@ -43,18 +52,45 @@ WG_EXPORT int close_range(unsigned int first, unsigned int last, int flags);
 WG_EXPORT void closefrom(int lowfd);
 WG_DEFINE_REAL(chroot, chroot_fn)
 
-#define CHANNEL_ENV "WRAPGUARD_CHANNEL"
-/* Where the channel goes: above what programs usually use, below small RLIMIT_NOFILEs. */
-#define CHANNEL_FD_MIN 1000
+/* Ops on the channel (first byte of a request; the rest is the broker path the asker expects). */
+#define OP_HELLO 'H'
+#define OP_CONNECT 'C'
+/* How long an asker waits for the helper (a connect to a Unix socket is immediate unless the
+ * broker is stuck). */
+#define HELLO_WAIT_MS 2000
+#define CONNECT_WAIT_MS 10000
+/* How often an idle helper checks that the broker's socket still exists. */
+#define IDLE_CHECK_MS 1000
 
 static int channel = -1;
 static int chrooted;
 
 int wg_channel_fd(void) { return __atomic_load_n(&channel, __ATOMIC_ACQUIRE); }
 
-/* Sends one byte and, if fd >= 0, the descriptor with it. */
-static int send_fd(int sock, char byte, int fd) {
-  struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+static long now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Waits until fd is readable (or hung up); 1, 0 on timeout, -1 on error. */
+static int wait_readable(int fd, int timeout_ms) {
+  long deadline = now_ms() + timeout_ms;
+  for (;;) {
+    long left = deadline - now_ms();
+    if (left < 0) left = 0;
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    struct timespec ts = {.tv_sec = left / 1000, .tv_nsec = (left % 1000) * 1000000};
+    long r = syscall(SYS_ppoll, &p, 1, &ts, NULL, 0);
+    if (r > 0) return 1;
+    if (r == 0) return 0;
+    if (errno != EINTR) return -1;
+  }
+}
+
+/* Sends one message (bytes, and fd if >= 0) without blocking on a full peer. 0 or -1. */
+static int send_msg(int sock, const void *buf, size_t len, int fd, int flags) {
+  struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
   union {
     struct cmsghdr h;
     char buf[CMSG_SPACE(sizeof(int))];
@@ -71,35 +107,41 @@ static int send_fd(int sock, char byte, int fd) {
     memcpy(CMSG_DATA(c), &fd, sizeof fd);
   }
   for (;;) {
-    long r = sys_sendmsg(sock, &m, MSG_NOSIGNAL);
-    if (r == 1) return 0;
+    long r = sys_sendmsg(sock, &m, MSG_NOSIGNAL | flags);
+    if (r == (long)len) return 0;
     if (r < 0 && errno == EINTR) continue;
+    if (r >= 0) errno = EMSGSIZE;
     return -1;
   }
 }
 
-/* Receives one byte and the descriptor sent with it (close-on-exec), or *fd = -1. Returns the
- * bytes read (0 at end of stream) or -1. */
-static long recv_fd(int sock, char *byte, int *fd) {
-  struct iovec iov = {.iov_base = byte, .iov_len = 1};
+/* Receives one message and the first descriptor sent with it (close-on-exec; any others are
+ * closed), or *fd = -1. Returns the bytes read (0 at end of stream) or -1. */
+static long recv_msg(int sock, void *buf, size_t cap, int *fd) {
+  struct iovec iov = {.iov_base = buf, .iov_len = cap};
   union {
     struct cmsghdr h;
-    char buf[CMSG_SPACE(sizeof(int))];
+    char buf[CMSG_SPACE(sizeof(int) * 4)];
   } u;
   struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
                      .msg_controllen = sizeof u.buf};
   *fd = -1;
   long r;
   do {
-    r = sys_recvmsg(sock, &m, MSG_CMSG_CLOEXEC);
+    r = sys_recvmsg(sock, &m, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
   } while (r < 0 && errno == EINTR);
-  if (r <= 0) return r;
+  if (r < 0) return r;
   for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
-    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
-        c->cmsg_len >= CMSG_LEN(sizeof(int))) {
-      memcpy(fd, CMSG_DATA(c), sizeof *fd);
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < n; i++) {
+      int got;
+      memcpy(&got, CMSG_DATA(c) + i * sizeof(int), sizeof got);
+      if (*fd < 0) *fd = got;
+      else sys_close(got);
     }
   }
+  if (m.msg_flags & MSG_TRUNC) return -2; /* not one of ours */
   return r;
 }
 
@@ -120,102 +162,217 @@ static int connect_path(void) {
   }
 }
 
-/* The helper: answers each request until every process holding the channel is gone. Raw system
- * calls only: it is a fork of a process that may have had threads. */
+/* Whether the broker's socket still exists (the run has not ended). */
+static int broker_present(void) {
+  struct stat st;
+  return stat(wg_cfg.socket_path, &st) == 0 || (errno != ENOENT && errno != ENOTDIR);
+}
+
+/* The helper: answers requests until no process holds the channel any more, or the broker is
+ * gone. Raw system calls only: it is a fork of a process that may have had threads. */
 static __attribute__((noreturn)) void serve(int ch) {
+  size_t pathlen = strnlen(wg_cfg.socket_path, sizeof wg_cfg.socket_path);
   for (;;) {
-    char op;
+    int ready = wait_readable(ch, IDLE_CHECK_MS);
+    if (ready < 0) syscall(SYS_exit_group, 0);
+    if (ready == 0) {
+      if (!broker_present()) syscall(SYS_exit_group, 0);
+      continue;
+    }
+    char req[1 + sizeof wg_cfg.socket_path];
     int reply;
-    long r = recv_fd(ch, &op, &reply);
-    if (r <= 0) syscall(SYS_exit_group, 0);
+    long r = recv_msg(ch, req, sizeof req, &reply);
+    if (r == 0) syscall(SYS_exit_group, 0); /* every holder has closed its end */
+    if (r < 0 && errno == EAGAIN) continue;
+    if (r == -1) syscall(SYS_exit_group, 0);
     if (reply < 0) continue;
-    int u = op == 'C' ? connect_path() : -1;
-    char status = u >= 0 ? 0 : (char)(op == 'C' ? errno : EINVAL);
-    send_fd(reply, status, u);
-    if (u >= 0) sys_close(u);
+    /* The asker names the broker it expects: a channel inherited from another run (a wrapguard
+     * inside a wrapped program) says so instead of connecting to the wrong broker. */
+    int ours = r == (long)(1 + pathlen) && memcmp(req + 1, wg_cfg.socket_path, pathlen) == 0;
+    int fd = -1;
+    char status = 0;
+    int gone = 0;
+    if (r < 1 || !ours || (req[0] != OP_HELLO && req[0] != OP_CONNECT)) {
+      status = (char)ESTALE;
+    } else if (req[0] == OP_CONNECT) {
+      fd = connect_path();
+      if (fd < 0) {
+        status = (char)errno;
+        gone = errno == ECONNREFUSED || errno == ENOENT || errno == ENOTDIR;
+      }
+    }
+    send_msg(reply, &status, 1, fd, MSG_DONTWAIT);
+    if (fd >= 0) sys_close(fd);
     sys_close(reply);
+    if (gone) syscall(SYS_exit_group, 0); /* the broker has ended: so has the run */
   }
 }
 
-/* Starts the helper and keeps our end of the channel; 0 or -1. */
+/* Puts fd onto WG_CHANNEL_FD, inheritable, raising the soft fd limit for the moment if it is
+ * below the number (descriptors above the limit stay valid). 0 or -1. */
+static int place(int fd) {
+  struct rlimit rl, raised;
+  int restore = 0;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur <= (rlim_t)WG_CHANNEL_FD) {
+    if (rl.rlim_max <= (rlim_t)WG_CHANNEL_FD) {
+      errno = EMFILE;
+      return -1;
+    }
+    raised = rl;
+    raised.rlim_cur = (rlim_t)WG_CHANNEL_FD + 1;
+    if (setrlimit(RLIMIT_NOFILE, &raised) != 0) return -1;
+    restore = 1;
+  }
+  long r = sys_dup3(fd, WG_CHANNEL_FD, 0);
+  int e = errno;
+  if (restore) setrlimit(RLIMIT_NOFILE, &rl);
+  errno = e;
+  return r < 0 ? -1 : 0;
+}
+
+static pid_t raw_fork(void) { return (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0); }
+
+/* Starts the helper and puts our end of the channel at WG_CHANNEL_FD; 0 or -1. */
 static int start_helper(void) {
   int sv[2];
   if (syscall(SYS_socketpair, AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return -1;
-  pid_t mid = fork();
+  /* Raw forks: the program's fork handlers (and ours) are not for this. */
+  pid_t mid = raw_fork();
   if (mid < 0) {
+    int e = errno;
     sys_close(sv[0]);
     sys_close(sv[1]);
+    errno = e;
     return -1;
   }
   if (mid == 0) {
     /* Twice, so that the helper is nobody's child here: the program's waitpid(-1) never sees
      * it, and it is reaped by init when it ends. */
     syscall(SYS_setsid);
-    if (fork() != 0) syscall(SYS_exit_group, 0);
+    if (raw_fork() != 0) syscall(SYS_exit_group, 0);
     /* Nothing of the program's but the channel: no terminal, no pipe kept open. */
     int ch = (int)sys_fcntl(sv[1], F_DUPFD_CLOEXEC, 3);
     if (ch < 0) syscall(SYS_exit_group, 1);
-    int null = (int)syscall(SYS_openat, AT_FDCWD, "/dev/null", O_RDWR);
+    int null = (int)syscall(SYS_openat, AT_FDCWD, "/dev/null", O_RDWR | O_CLOEXEC);
     for (int i = 0; i < 3; i++) {
       if (null >= 0) sys_dup3(null, i, 0);
       else sys_close(i);
     }
     if (syscall(SYS_close_range, (unsigned)ch + 1, ~0u, 0) != 0) {
-      for (int i = ch + 1; i < 4096; i++) sys_close(i);
+      for (int i = ch + 1; i < 65536; i++) sys_close(i);
     }
     for (int i = 3; i < ch; i++) sys_close(i);
     if (syscall(SYS_chdir, "/") != 0) {
       /* Only keeps a directory busy. */
     }
-    struct sigaction ign;
+    syscall(SYS_prctl, PR_SET_NAME, "wrapguard-chan", 0, 0, 0);
+    /* No terminal: only an explicit SIGTERM/SIGKILL or the end of the run ends it early. */
+    struct sigaction ign, dfl;
     memset(&ign, 0, sizeof ign);
     ign.sa_handler = SIG_IGN;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
     for (int s = 1; s < 32; s++) {
-      if (s != SIGKILL && s != SIGSTOP) sigaction(s, &ign, NULL);
+      if (s == SIGKILL || s == SIGSTOP) continue;
+      int ignore = s == SIGHUP || s == SIGINT || s == SIGQUIT || s == SIGPIPE || s == SIGTSTP ||
+                   s == SIGTTIN || s == SIGTTOU || s == SIGUSR1 || s == SIGUSR2;
+      sigaction(s, ignore ? &ign : &dfl, NULL);
     }
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
     serve(ch);
   }
   sys_close(sv[1]);
   int status;
-  while (waitpid(mid, &status, 0) < 0 && errno == EINTR) {
+  /* (If the program's parent left SIGCHLD ignored, this returns ECHILD once mid has gone.) */
+  while (syscall(SYS_wait4, mid, &status, 0, NULL) < 0 && errno == EINTR) {
   }
-  struct rlimit rl;
-  int min = CHANNEL_FD_MIN;
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)CHANNEL_FD_MIN * 2) {
-    min = (int)(rl.rlim_cur / 2);
-  }
-  int fd = (int)sys_fcntl(sv[0], F_DUPFD, min); /* inheritable: no close-on-exec */
-  sys_close(sv[0]);
-  if (fd < 0) return -1;
-  struct stat st;
-  if (fstat(fd, &st) != 0) {
-    sys_close(fd);
+  int r = place(sv[0]);
+  int e = errno;
+  sys_close(sv[0]); /* the helper sees end of stream if placing failed */
+  if (r != 0) {
+    errno = e;
     return -1;
   }
-  char text[64];
-  snprintf(text, sizeof text, "%d:%lu:%lu", fd, (unsigned long)st.st_dev,
-           (unsigned long)st.st_ino);
-  setenv(CHANNEL_ENV, text, 1);
-  __atomic_store_n(&channel, fd, __ATOMIC_RELEASE);
-  wg_debug("channel: helper started, fd %d", fd);
+  __atomic_store_n(&channel, WG_CHANNEL_FD, __ATOMIC_RELEASE);
+  wg_debug("channel: helper started on fd %d", WG_CHANNEL_FD);
   return 0;
 }
 
+/* One request on channel fd ch: 0 and *fd (for CONNECT) or -1 with errno. */
+static int ask(int ch, char op, int timeout_ms, int *fd) {
+  char req[1 + sizeof wg_cfg.socket_path];
+  size_t pathlen = strnlen(wg_cfg.socket_path, sizeof wg_cfg.socket_path);
+  req[0] = op;
+  memcpy(req + 1, wg_cfg.socket_path, pathlen);
+  int p[2];
+  if (syscall(SYS_socketpair, AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, p) != 0) return -1;
+  /* Blocking: the helper reads requests one at a time, and a request is small. */
+  int r = send_msg(ch, req, 1 + pathlen, p[1], 0);
+  int e = errno;
+  sys_close(p[1]); /* the helper holds the other copy: its end closes with it */
+  if (r != 0) {
+    sys_close(p[0]);
+    errno = e == EPIPE || e == ECONNRESET || e == ENOTCONN ? ECONNREFUSED : e;
+    return -1;
+  }
+  int ready = wait_readable(p[0], timeout_ms);
+  if (ready <= 0) {
+    sys_close(p[0]);
+    errno = ready == 0 ? ETIMEDOUT : errno;
+    return -1;
+  }
+  char status = 0;
+  int got = -1;
+  long n = recv_msg(p[0], &status, 1, &got);
+  e = errno;
+  sys_close(p[0]);
+  if (n != 1 || status != 0 || (op == OP_CONNECT && got < 0)) {
+    if (got >= 0) sys_close(got);
+    errno = n == 1 && status != 0 ? (unsigned char)status : n < 0 && n != -2 ? e : EPROTO;
+    return -1;
+  }
+  if (fd) *fd = got;
+  else if (got >= 0) sys_close(got);
+  return 0;
+}
+
+/* Whether fd is a Unix SOCK_SEQPACKET socket (what a channel is). */
+static int looks_like_channel(int fd) {
+  int type = 0, domain = 0;
+  socklen_t len = sizeof type;
+  if (sys_getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_SEQPACKET) {
+    return 0;
+  }
+  len = sizeof domain;
+  return sys_getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 && domain == AF_UNIX;
+}
+
 void wg_channel_init(void) {
-  const char *env = getenv(CHANNEL_ENV);
-  if (!env) {
-    if (start_helper() != 0) wg_debug("channel: cannot start the helper: %s", strerror(errno));
+  int inherited = looks_like_channel(WG_CHANNEL_FD);
+  if (inherited) {
+    int e = 0;
+    if (ask(WG_CHANNEL_FD, OP_HELLO, HELLO_WAIT_MS, NULL) == 0) {
+      __atomic_store_n(&channel, WG_CHANNEL_FD, __ATOMIC_RELEASE);
+      return;
+    }
+    e = errno;
+    wg_debug("channel: the inherited fd %d does not answer for this run: %s", WG_CHANNEL_FD,
+             strerror(e));
+  } else if (sys_fcntl(WG_CHANNEL_FD, F_GETFD, 0) >= 0) {
+    /* The number holds something of the program's (or of whoever started it): leave it be. */
+    wg_debug("channel: fd %d is in use, no channel", WG_CHANNEL_FD);
     return;
   }
-  /* Inherited: the fd must still be the socket it was (a process may have closed it behind our
-   * back, or be an unrelated one handed our environment). */
-  int fd;
-  unsigned long dev, ino;
-  struct stat st;
-  if (sscanf(env, "%d:%lu:%lu", &fd, &dev, &ino) == 3 && fd >= 0 && fstat(fd, &st) == 0 &&
-      S_ISSOCK(st.st_mode) && (unsigned long)st.st_dev == dev &&
-      (unsigned long)st.st_ino == ino) {
-    __atomic_store_n(&channel, fd, __ATOMIC_RELEASE);
+  /* No channel of this run. Only a process that can itself reach the broker gains anything from a
+   * helper (one that already dropped its privileges could not connect for it either). */
+  if (!broker_present() || access(wg_cfg.socket_path, W_OK) != 0) {
+    wg_debug("channel: the broker is out of reach, no channel");
+    return;
+  }
+  if (start_helper() != 0) {
+    wg_debug("channel: cannot start the helper: %s", strerror(errno));
   }
 }
 
@@ -225,47 +382,22 @@ int wg_channel_open(void) {
     errno = EACCES;
     return -1;
   }
-  int p[2];
-  if (syscall(SYS_socketpair, AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, p) != 0) return -1;
-  int r = send_fd(ch, 'C', p[1]);
-  sys_close(p[1]);
-  if (r != 0) {
-    int e = errno;
-    sys_close(p[0]);
-    errno = e == EPIPE || e == ECONNRESET ? EACCES : e;
-    return -1;
-  }
-  char status = 0;
-  int fd;
-  long n = recv_fd(p[0], &status, &fd);
-  sys_close(p[0]);
-  if (n != 1 || status != 0 || fd < 0) {
-    if (fd >= 0) sys_close(fd);
-    errno = n == 1 && status != 0 ? status : EPROTO;
-    return -1;
-  }
+  int fd = -1;
+  if (ask(ch, OP_CONNECT, CONNECT_WAIT_MS, &fd) != 0) return -1;
   return fd;
 }
 
 int wg_channel_preferred(void) { return __atomic_load_n(&chrooted, __ATOMIC_RELAXED); }
 
-/* A dup2/dup3 onto the channel's number: the channel moves out of the way first. */
+/* A dup2/dup3 onto the channel's number: the channel moves out of the way first (this process
+ * keeps it; what it execs will not find it at the well-known number). */
 void wg_channel_evict(int fd) {
   int ch = wg_channel_fd();
   if (ch < 0 || fd != ch) return;
-  int moved = (int)sys_fcntl(ch, F_DUPFD, ch + 1);
-  if (moved < 0) {
-    __atomic_store_n(&channel, -1, __ATOMIC_RELEASE);
-    return;
-  }
-  struct stat st;
-  if (fstat(moved, &st) == 0) {
-    char text[64];
-    snprintf(text, sizeof text, "%d:%lu:%lu", moved, (unsigned long)st.st_dev,
-             (unsigned long)st.st_ino);
-    setenv(CHANNEL_ENV, text, 1);
-  }
-  __atomic_store_n(&channel, moved, __ATOMIC_RELEASE);
+  int moved = (int)sys_fcntl(ch, F_DUPFD_CLOEXEC, ch + 1);
+  if (moved < 0) moved = (int)sys_fcntl(ch, F_DUPFD_CLOEXEC, 3);
+  __atomic_store_n(&channel, moved < 0 ? -1 : moved, __ATOMIC_RELEASE);
+  wg_debug("channel: the program takes fd %d, the channel moves to %d", fd, moved);
   /* The old number is the program's to reuse now (dup2 replaces it). */
 }
 

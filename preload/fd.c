@@ -78,6 +78,8 @@ static int wg_fcntl(fcntl_fn fn, int fd, int cmd, void *arg) {
     errno = ENOSYS;
     return -1;
   }
+  /* Marking the channel close-on-exec would cut off what the program execs (channel.c). */
+  if (cmd == F_SETFD && fd >= 0 && fd == wg_channel_fd()) return 0;
   int r = fn(fd, cmd, arg);
   if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)) wg_dup(fd, r);
   return r;

@@ -217,7 +217,11 @@ WG_HIDDEN void wg_note_identity(int fd, struct wg_sock *s);
 
 /* ---- the inherited broker channel (channel.c) ---- */
 
-/* In the first wrapped process: start the helper; in the others: adopt the inherited channel. */
+/* The channel's well-known fd number: high, so that the lowest-free allocation of the program's
+ * own fds never meets it, and below the common soft limit of 1024 (and select's FD_SETSIZE). */
+#define WG_CHANNEL_FD 1021
+
+/* At load: adopt the inherited channel if it answers for this run, else start a helper. */
 WG_HIDDEN void wg_channel_init(void);
 /* The channel's fd, or -1. */
 WG_HIDDEN int wg_channel_fd(void);

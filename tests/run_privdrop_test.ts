@@ -2,20 +2,31 @@
  * The tunnel survives privilege drops and chroot (issue 11): a wrapped process that becomes
  * `nobody`, or chroots into an empty directory, or both, can no longer reach the broker's socket
  * by its path (a 0700 directory of the user who ran wrapguard), and still reaches the peer
- * through the inherited channel (preload/channel.c). Another user's process holds no channel and
- * still cannot use the broker.
+ * through the inherited channel (preload/channel.c, PROTOCOL.md "The channel"). Another user's
+ * process holds no channel and still cannot use the broker or read the secret; the channel's
+ * helper is one per run, and ends with the program or with the run.
  */
 import assert from "node:assert/strict";
-import { netnsTest, run, withTopology } from "./_support/netns.ts";
+import { netnsTest, run, sleep, withTopology } from "./_support/netns.ts";
+import type { RunResult } from "./_support/proc.ts";
 import { PEER4, withRunWorld } from "./_support/run_world.ts";
 
 const tcpPeer = new URL("./_support/tcp_peer.py", import.meta.url).pathname;
 
+/** The channel's fd number (WG_CHANNEL_FD in preload/wrapguard.h). */
+const CHANNEL_FD = 1021;
+
 /** Drops as told, then connects to the peer's echo, and prints the echo and its uid. */
 const DROP = `
-import os, socket, sys
+import os, platform, socket, sys
 import encodings.idna  # before chroot: the codec cannot be loaded inside it
 mode, root = sys.argv[1], sys.argv[2]
+if "cut" in mode:
+    # Closes the channel behind the interposer's back (a raw close, as a program's own syscall
+    # would): the control, which must lose the tunnel after setuid.
+    import ctypes
+    nr = {"x86_64": 3, "aarch64": 57}[platform.machine()]
+    ctypes.CDLL(None, use_errno=True).syscall(nr, ${CHANNEL_FD})
 if "chroot" in mode:
     os.chroot(root)
     os.chdir("/")
@@ -38,6 +49,44 @@ except OSError as e:
     print(type(e).__name__, e.errno, os.getuid())
 `;
 
+/** Pids of the channel helpers (comm `wrapguard-chan`) that serve the run of `socketDir`. */
+function helpersOf(socketDir: string): number[] {
+  const found: number[] = [];
+  for (const e of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
+    try {
+      if (Deno.readTextFileSync(`/proc/${e.name}/comm`).trim() !== "wrapguard-chan") continue;
+      const env = Deno.readTextFileSync(`/proc/${e.name}/environ`).split("\0");
+      if (env.includes(`WRAPGUARD_SOCKET_DIR=${socketDir}`)) found.push(Number(e.name));
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return found;
+}
+
+/** Waits up to `ms` for the run of `socketDir` to have no helper left; returns those left. */
+async function helpersGone(socketDir: string, ms = 5000): Promise<number[]> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const left = helpersOf(socketDir);
+    if (left.length === 0 || Date.now() > deadline) return left;
+    await sleep(100);
+  }
+}
+
+/** Runs `argv` as `uid` (not a wrapped process: no channel, none of the run's environment). */
+function asUser(uid: number, argv: string[]): Promise<RunResult> {
+  return run(null, [
+    "setpriv",
+    `--reuid=${uid}`,
+    `--regid=${uid}`,
+    "--clear-groups",
+    "--",
+    ...argv,
+  ], { env: { PATH: "/usr/bin:/bin" } });
+}
+
 netnsTest("wrapguard run: after setuid or chroot the tunnel is still reached", async (t) => {
   await withTopology({ hostNamespace: true }, async (topo) => {
     await withRunWorld(topo, { dns: false }, async (w) => {
@@ -56,37 +105,129 @@ netnsTest("wrapguard run: after setuid or chroot the tunnel is still reached", a
         });
       }
 
+      await t.step("through a shell and an exec'd shell script, still one channel", async () => {
+        // `python3` here may itself be a shell script (a pyenv shim): exec'd images find the
+        // channel by its number, not by anything a shell would have to pass on.
+        const r = await w.wrap([
+          "sh",
+          "-c",
+          `sh -c 'exec python3 -c "$0" setuid /' "$1"; echo "dir=$WRAPGUARD_SOCKET_DIR"; ` +
+          `readlink /proc/$$/fd/${CHANNEL_FD}; ` +
+          "for p in $(pgrep -x wrapguard-chan); do tr '\\0' '\\n' </proc/$p/environ | " +
+          'grep -qx "WRAPGUARD_SOCKET_DIR=$WRAPGUARD_SOCKET_DIR" && echo "helper $p"; done',
+          "sh",
+          DROP,
+        ]);
+        assert.equal(r.code, 0, r.stderr);
+        assert.match(r.stdout, /^through the tunnel 65534$/m, r.stderr);
+        assert.match(r.stdout, /^socket:\[\d+\]$/m);
+        assert.equal(r.stdout.match(/^helper \d+$/gm)?.length, 1, r.stdout);
+        const dir = r.stdout.match(/^dir=(.+)$/m)?.[1];
+        assert.ok(dir, r.stdout);
+        assert.deepEqual(await helpersGone(dir), [], "the helper outlived its run");
+      });
+
       await t.step(
-        "the control: without the inherited channel, setuid loses the tunnel",
+        "the control: with the channel cut, setuid loses the tunnel",
         async () => {
-          // A channel variable that names no socket of ours: the process adopts none.
-          const r = await w.wrap(["python3", "-c", DROP, "setuid", empty], {
-            env: { WRAPGUARD_CHANNEL: "1000:0:0" },
-          });
+          const r = await w.wrap(["python3", "-c", DROP, "cut+setuid", empty]);
           assert.equal(r.code, 0, r.stderr);
-          assert.match(
-            r.stdout,
-            /^OSError 101 65534$|^ConnectionRefusedError|Network is unreachable/m,
-          );
+          assert.match(r.stdout, /^PermissionError 13 65534$/m, r.stderr);
           assert.match(r.stderr, /cannot reach the tunnel broker/);
         },
       );
 
-      await t.step("the helper holds nothing of the program's, and ends with it", async () => {
+      await t.step("a program that dies by SIGKILL leaves no helper", async () => {
         const r = await w.wrap([
           "sh",
           "-c",
-          // The helper is this run's only other process with the channel's socket inode.
-          'ls -l /proc/$$/fd | grep -c socket; ch=${WRAPGUARD_CHANNEL%%:*}; echo "fd $ch"; ' +
-          "test $ch -ge 3 && readlink /proc/$$/fd/$ch",
+          'echo "dir=$WRAPGUARD_SOCKET_DIR"; kill -KILL $$',
         ]);
-        assert.equal(r.code, 0, r.stderr);
-        assert.match(r.stdout, /^fd \d+$/m);
-        assert.match(r.stdout, /socket:\[\d+\]/);
+        assert.equal(r.code, 137, r.stderr);
+        const dir = r.stdout.match(/^dir=(.+)$/m)?.[1];
+        assert.ok(dir, r.stdout);
+        assert.deepEqual(await helpersGone(dir), [], "the helper outlived its program");
+      });
+
+      await t.step("a child that outlives the run does not keep the helper", async () => {
+        // The background sleep holds the channel; the run ends with the shell, the broker's
+        // directory goes, and the helper sees it.
+        const r = await w.wrap([
+          "sh",
+          "-c",
+          'sleep 60 </dev/null >/dev/null 2>&1 & echo "dir=$WRAPGUARD_SOCKET_DIR bg=$!"',
+        ]);
+        const bg = Number(r.stdout.match(/bg=(\d+)/)?.[1]);
+        try {
+          assert.equal(r.code, 0, r.stderr);
+          const dir = r.stdout.match(/dir=(\S+)/)?.[1];
+          assert.ok(dir, r.stdout);
+          assert.ok(
+            Deno.readLinkSync(`/proc/${bg}/fd/${CHANNEL_FD}`).startsWith("socket:"),
+            "the background child holds the channel",
+          );
+          assert.deepEqual(await helpersGone(dir), [], "the helper outlived its run");
+        } finally {
+          if (bg > 0) await run(null, ["kill", "-KILL", String(bg)]);
+        }
+      });
+
+      await t.step("another user can neither use the broker nor read the secret", async () => {
+        // A wrapped program that stays, as root, and a child of it that became nobody.
+        const p = w.spawnWrapped([
+          "python3",
+          "-c",
+          `
+import os, sys, time
+print("dir", os.environ["WRAPGUARD_SOCKET_DIR"], flush=True)
+child = os.fork()
+if child == 0:
+    os.setgroups([]); os.setgid(65534); os.setuid(65534)
+    time.sleep(60)
+    os._exit(0)
+print("pids", os.getpid(), child, flush=True)
+sys.stdin.read()
+os.kill(child, 9)
+`,
+        ], { stdin: "piped" });
+        try {
+          await p.waitForOutput(/^pids \d+ \d+$/m, { timeoutMs: 15_000 });
+          const out = p.stdoutText();
+          const dir = out.match(/^dir (.+)$/m)![1]!;
+          const [, root, dropped] = out.match(/^pids (\d+) (\d+)$/m)!.map(Number) as [
+            number,
+            number,
+            number,
+          ];
+          const helpers = helpersOf(dir);
+          assert.equal(helpers.length, 1, `helpers of ${dir}: ${helpers}`);
+          // The broker's socket: the 0700 directory keeps another user out.
+          const connect = `import socket; s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect("${dir}/broker.sock"); print("connected")
+except OSError as e:
+    print(type(e).__name__)`;
+          for (const uid of [12345, 65534]) {
+            const c = await asUser(uid, ["/usr/bin/python3", "-c", connect]);
+            assert.equal(c.stdout.trim(), "PermissionError", `uid ${uid}: ${c.stdout}${c.stderr}`);
+          }
+          // The secret: in the environment of the wrapped processes and of the helper, which
+          // another user cannot read — nor can nobody read that of the process that became
+          // nobody (a process that changed its credentials is not dumpable).
+          for (const [uid, pid] of [[12345, root], [12345, helpers[0]!], [65534, dropped]]) {
+            const c = await asUser(uid!, ["cat", `/proc/${pid}/environ`]);
+            assert.notEqual(c.code, 0, `uid ${uid} read /proc/${pid}/environ`);
+            assert.match(c.stderr, /Permission denied/);
+            assert.doesNotMatch(c.stdout, /WRAPGUARD_SECRET/);
+          }
+          // The control: root reads it there (the secret is really in these environments).
+          const env = Deno.readTextFileSync(`/proc/${dropped}/environ`);
+          assert.match(env, /WRAPGUARD_SECRET=[0-9a-f]{64}/);
+        } finally {
+          await p.closeStdin();
+          await p.wait(15_000).catch(() => p.kill());
+        }
       });
     });
-    // Every helper is gone once its program has ended.
-    const left = await run(null, ["pgrep", "-f", "-a", "python3 -c"]);
-    assert.doesNotMatch(left.stdout, /chroot\+setuid|setuid, then/);
   });
-}, { requires: ["python3"], timeoutMs: 120_000 });
+}, { requires: ["python3", "setpriv"], timeoutMs: 180_000 });
