@@ -223,8 +223,17 @@ static int place(int fd) {
     if (setrlimit(RLIMIT_NOFILE, &raised) != 0) return -1;
     restore = 1;
   }
-  long r = sys_dup3(fd, WG_CHANNEL_FD, 0);
+  /* Not dup3: syscall(SYS_dup3) is one of the numbers our syscall hook takes (syscall.c), and
+   * its hook would wait for the initialisation this runs in. The lowest free number from
+   * WG_CHANNEL_FD up is WG_CHANNEL_FD once whatever was there (a stale channel) is closed. */
+  sys_close(WG_CHANNEL_FD);
+  long r = sys_fcntl(fd, F_DUPFD, WG_CHANNEL_FD);
   int e = errno;
+  if (r >= 0 && r != WG_CHANNEL_FD) {
+    sys_close((int)r);
+    r = -1;
+    e = EBUSY;
+  }
   if (restore) setrlimit(RLIMIT_NOFILE, &rl);
   errno = e;
   return r < 0 ? -1 : 0;
@@ -255,8 +264,8 @@ static int start_helper(void) {
     if (ch < 0) syscall(SYS_exit_group, 1);
     int null = (int)syscall(SYS_openat, AT_FDCWD, "/dev/null", O_RDWR | O_CLOEXEC);
     for (int i = 0; i < 3; i++) {
-      if (null >= 0) sys_dup3(null, i, 0);
-      else sys_close(i);
+      sys_close(i);
+      if (null >= 0) sys_fcntl(null, F_DUPFD, i);
     }
     if (syscall(SYS_close_range, (unsigned)ch + 1, ~0u, 0) != 0) {
       for (int i = ch + 1; i < 65536; i++) sys_close(i);
