@@ -34,19 +34,23 @@ static int open_path(void) {
 }
 
 int wg_broker_open(void) {
+  int e = EACCES;
   if (!wg_channel_preferred()) {
     int u = open_path();
     if (u >= 0) return u;
     /* A process that dropped its privileges (EACCES on the 0700 directory), or whose root or
      * mount namespace no longer shows the path, asks through the inherited channel. */
-    int e = errno;
+    e = errno;
     if (e != EACCES && e != EPERM && e != ENOENT && e != ENOTDIR) return -1;
     if (wg_channel_fd() < 0) {
       errno = e;
       return -1;
     }
   }
-  return wg_channel_open();
+  int u = wg_channel_open();
+  /* No channel after all (closed behind our back, its helper gone): the path's own error. */
+  if (u < 0 && (errno == EACCES || errno == ECONNREFUSED)) errno = e;
+  return u;
 }
 
 void wg_request_init(struct wgp_request *req, uint8_t op, uint8_t proto, uint8_t family) {

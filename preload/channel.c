@@ -392,8 +392,13 @@ int wg_channel_open(void) {
     return -1;
   }
   int fd = -1;
-  if (ask(ch, OP_CONNECT, CONNECT_WAIT_MS, &fd) != 0) return -1;
-  return fd;
+  if (ask(ch, OP_CONNECT, CONNECT_WAIT_MS, &fd) == 0) return fd;
+  if (errno == EBADF || errno == ENOTSOCK) {
+    /* Closed (or replaced) behind our back, by a raw system call: there is no channel. */
+    __atomic_store_n(&channel, -1, __ATOMIC_RELEASE);
+    errno = EACCES;
+  }
+  return -1;
 }
 
 int wg_channel_preferred(void) { return __atomic_load_n(&chrooted, __ATOMIC_RELAXED); }
