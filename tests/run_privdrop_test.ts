@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { netnsTest, run, sleep, withTopology } from "./_support/netns.ts";
 import type { RunResult } from "./_support/proc.ts";
-import { PEER4, withRunWorld } from "./_support/run_world.ts";
+import { OURS4, PEER4, withRunWorld } from "./_support/run_world.ts";
 
 const tcpPeer = new URL("./_support/tcp_peer.py", import.meta.url).pathname;
 
@@ -231,3 +231,162 @@ except OSError as e:
     });
   });
 }, { requires: ["python3", "setpriv"], timeoutMs: 180_000 });
+
+/** Polls `url` from the peer namespace until it answers; returns the body. */
+async function fetchFromPeer(ns: string, url: string, ms = 20_000): Promise<string> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const r = await run(ns, ["curl", "-sS", "--max-time", "3", url]);
+    if (r.code === 0) return r.stdout;
+    if (Date.now() > deadline) throw new Error(`${url} never answered: ${r.stderr}`);
+    await sleep(200);
+  }
+}
+
+/** A directory every user can read (for servers whose workers are nobody), removed by `fn`'s end. */
+async function withPublicDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "wgt-privdrop-" });
+  try {
+    await Deno.chmod(dir, 0o755);
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+}
+
+netnsTest("wrapguard run: servers that drop privileges serve through the tunnel", async (t) => {
+  await withTopology({ hostNamespace: true }, async (topo) => {
+    await withRunWorld(topo, { dns: false }, async (w) => {
+      await withPublicDir(async (dir) => {
+        const www = `${dir}/www`;
+        await Deno.mkdir(www, { mode: 0o755 });
+        const page = `served by a worker that is nobody ${crypto.randomUUID()}\n`;
+        await Deno.writeTextFile(`${www}/index.html`, page, { mode: 0o644 });
+
+        await t.step("nginx as root with `user nobody`: page and access log", async () => {
+          const conf = `${dir}/nginx.conf`;
+          await Deno.writeTextFile(
+            conf,
+            `daemon off;
+master_process on;
+worker_processes 2;
+user nobody nogroup;
+pid ${dir}/nginx.pid;
+error_log stderr info;
+events { worker_connections 64; }
+http {
+  access_log ${dir}/access.log;
+  client_body_temp_path ${dir}/body;
+  proxy_temp_path ${dir}/proxy;
+  server {
+    listen ${OURS4}:8080;
+    root ${www};
+  }
+}
+`,
+          );
+          const nginx = w.spawnWrapped(["/usr/sbin/nginx", "-e", "stderr", "-p", dir, "-c", conf]);
+          try {
+            const body = await fetchFromPeer(topo.peer, `http://${OURS4}:8080/index.html`);
+            assert.equal(body, page, nginx.stderrText());
+            const master = Number((await Deno.readTextFile(`${dir}/nginx.pid`)).trim());
+            const workers = await run(null, ["ps", "-o", "user=", "--ppid", String(master)]);
+            assert.match(workers.stdout, /^nobody$/m, "the workers are nobody");
+            assert.doesNotMatch(workers.stdout, /^root$/m);
+            const log = await Deno.readTextFile(`${dir}/access.log`);
+            assert.match(
+              log,
+              new RegExp(`^${PEER4.replaceAll(".", "\\.")} - - .*"GET /index.html`, "m"),
+              log,
+            );
+            assert.doesNotMatch(nginx.stderrText(), /cannot reach the tunnel broker/);
+          } finally {
+            await nginx.kill();
+          }
+        });
+
+        await t.step("python3 -m http.server inbound", async () => {
+          const py = w.spawnWrapped([
+            "python3",
+            "-m",
+            "http.server",
+            "--directory",
+            www,
+            "8081",
+          ]);
+          try {
+            const body = await fetchFromPeer(topo.peer, `http://${OURS4}:8081/index.html`);
+            assert.equal(body, page, py.stderrText());
+            await py.waitForOutput(
+              new RegExp(`^${PEER4.replaceAll(".", "\\.")} - - .*GET /index.html`, "m"),
+              { stream: "stderr" },
+            );
+          } finally {
+            await py.kill();
+          }
+        });
+
+        await t.step("sshd with privilege separation: ssh runs a command", async () => {
+          await Deno.mkdir("/run/sshd", { recursive: true, mode: 0o755 });
+          const keys = `${dir}/keys`;
+          await Deno.mkdir(keys, { mode: 0o700 });
+          for (const name of ["host", "client"]) {
+            await run(null, [
+              "ssh-keygen",
+              "-q",
+              "-t",
+              "ed25519",
+              "-N",
+              "",
+              "-f",
+              `${keys}/${name}`,
+            ], { check: true });
+          }
+          await Deno.copyFile(`${keys}/client.pub`, `${keys}/authorized_keys`);
+          const conf = `${dir}/sshd_config`;
+          await Deno.writeTextFile(
+            conf,
+            `Port 2222
+ListenAddress ${OURS4}
+HostKey ${keys}/host
+PidFile ${dir}/sshd.pid
+AuthorizedKeysFile ${keys}/authorized_keys
+PermitRootLogin prohibit-password
+StrictModes no
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+LogLevel VERBOSE
+`,
+          );
+          const sshd = w.spawnWrapped(["/usr/sbin/sshd", "-D", "-e", "-f", conf]);
+          try {
+            await sshd.waitForOutput(/Server listening on/, { timeoutMs: 15_000 });
+            const ssh = await run(topo.peer, [
+              "ssh",
+              "-i",
+              `${keys}/client`,
+              "-o",
+              "StrictHostKeyChecking=no",
+              "-o",
+              "UserKnownHostsFile=/dev/null",
+              "-o",
+              "BatchMode=yes",
+              "-o",
+              "ConnectTimeout=10",
+              "-p",
+              "2222",
+              `root@${OURS4}`,
+              "echo ok-through-the-tunnel",
+            ], { timeoutMs: 30_000 });
+            assert.equal(ssh.code, 0, `${ssh.stderr}\n--- sshd\n${sshd.stderrText()}`);
+            assert.equal(ssh.stdout.trim(), "ok-through-the-tunnel");
+            assert.match(sshd.stderrText(), /Accepted publickey for root/);
+          } finally {
+            await sshd.kill();
+          }
+        });
+      });
+    });
+  });
+}, { requires: ["python3", "curl", "nginx", "sshd", "ssh", "ssh-keygen"], timeoutMs: 180_000 });
