@@ -128,6 +128,34 @@ netnsTest("wrapguard run: after setuid or chroot the tunnel is still reached", a
       });
 
       await t.step(
+        "a foreign socket pair at the channel's number is not taken for it",
+        async () => {
+          // What a channel inherited from another run looks like: right type, but no helper of
+          // this run answers (here nobody reads the other end). The child gives up asking after a
+          // bounded wait, starts its own helper, and still reaches the peer after setuid.
+          const r = await w.wrap([
+            "python3",
+            "-c",
+            `
+import os, socket, subprocess, sys, time
+a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+os.dup2(a.fileno(), ${CHANNEL_FD}, inheritable=True)
+t = time.monotonic()
+p = subprocess.run([sys.executable, "-c", sys.argv[1], "setuid", "/"], pass_fds=(${CHANNEL_FD},),
+                   capture_output=True, text=True, timeout=20)
+print(p.stdout.strip(), "in", round(time.monotonic() - t), "s")
+print(p.stderr, file=sys.stderr)
+`,
+            DROP,
+          ]);
+          assert.equal(r.code, 0, r.stderr);
+          const m = r.stdout.match(/^through the tunnel 65534 in (\d+) s$/m);
+          assert.ok(m, `${r.stdout}${r.stderr}`);
+          assert.ok(Number(m[1]) < 8, r.stdout);
+        },
+      );
+
+      await t.step(
         "the control: with the channel cut, setuid loses the tunnel",
         async () => {
           const r = await w.wrap(["python3", "-c", DROP, "cut+setuid", empty]);
