@@ -14,7 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
-int wg_broker_open(void) {
+/* The broker's socket by its path: what every process that still can uses (no extra hop). */
+static int open_path(void) {
   int u = (int)sys_socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (u < 0) return -1;
   struct sockaddr_un sun;
@@ -30,6 +31,26 @@ int wg_broker_open(void) {
     errno = e;
     return -1;
   }
+}
+
+int wg_broker_open(void) {
+  int e = EACCES;
+  if (!wg_channel_preferred()) {
+    int u = open_path();
+    if (u >= 0) return u;
+    /* A process that dropped its privileges (EACCES on the 0700 directory), or whose root or
+     * mount namespace no longer shows the path, asks through the inherited channel. */
+    e = errno;
+    if (e != EACCES && e != EPERM && e != ENOENT && e != ENOTDIR) return -1;
+    if (wg_channel_fd() < 0) {
+      errno = e;
+      return -1;
+    }
+  }
+  int u = wg_channel_open();
+  /* No channel after all (closed behind our back, its helper gone): the path's own error. */
+  if (u < 0 && (errno == EACCES || errno == ECONNREFUSED)) errno = e;
+  return u;
 }
 
 void wg_request_init(struct wgp_request *req, uint8_t op, uint8_t proto, uint8_t family) {

@@ -42,6 +42,8 @@ int socket(int domain, int type, int protocol) {
 
 int close(int fd) {
   wg_init();
+  /* The inherited broker channel is ours, not the program's (channel.c). */
+  if (fd >= 0 && fd == wg_channel_fd()) return 0;
   if (wg_kind(fd) != WG_K_NONE) wg_clear(fd);
   return WG_CALL_REAL(close, fd);
 }
@@ -55,6 +57,7 @@ int dup(int fd) {
 
 int dup2(int from, int to) {
   wg_init();
+  wg_channel_evict(to);
   int r = WG_CALL_REAL(dup2, from, to);
   if (r >= 0) wg_dup(from, r);
   return r;
@@ -62,6 +65,7 @@ int dup2(int from, int to) {
 
 int dup3(int from, int to, int flags) {
   wg_init();
+  wg_channel_evict(to);
   int r = WG_CALL_REAL(dup3, from, to, flags);
   if (r >= 0) wg_dup(from, r);
   return r;
@@ -74,6 +78,8 @@ static int wg_fcntl(fcntl_fn fn, int fd, int cmd, void *arg) {
     errno = ENOSYS;
     return -1;
   }
+  /* Marking the channel close-on-exec would cut off what the program execs (channel.c). */
+  if (cmd == F_SETFD && fd >= 0 && fd == wg_channel_fd()) return 0;
   int r = fn(fd, cmd, arg);
   if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)) wg_dup(fd, r);
   return r;

@@ -40,6 +40,8 @@ static void init_body(void) {
   wg_debug("init: active=%d kill_switch=%d routes=%d addresses=%d dns=%d resolv=%d",
            wg_cfg.active, wg_cfg.kill_switch, wg_cfg.nroutes, wg_cfg.naddresses,
            wg_dns.nservers, wg_dns.nresolv);
+  /* Before anything can drop privileges: the first process starts the channel's helper. */
+  if (wg_cfg.active && !wg_cfg.broken) wg_channel_init();
   __atomic_store_n(&wg_inited, 1, __ATOMIC_RELEASE);
   /* After the table is usable: HELLO is the launcher's proof that we are loaded (asked for by
    * `wrapguard run`, not by every user of the broker). */

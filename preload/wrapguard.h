@@ -215,6 +215,23 @@ WG_HIDDEN void wg_set_kind(int fd, int kind);
 /* Records the identity of the socket now at fd in s. */
 WG_HIDDEN void wg_note_identity(int fd, struct wg_sock *s);
 
+/* ---- the inherited broker channel (channel.c) ---- */
+
+/* The channel's well-known fd number: high, so that the lowest-free allocation of the program's
+ * own fds never meets it, and below the common soft limit of 1024 (and select's FD_SETSIZE). */
+#define WG_CHANNEL_FD 1021
+
+/* At load: adopt the inherited channel if it answers for this run, else start a helper. */
+WG_HIDDEN void wg_channel_init(void);
+/* The channel's fd, or -1. */
+WG_HIDDEN int wg_channel_fd(void);
+/* A new broker connection through the channel (close-on-exec), or -1 with errno. */
+WG_HIDDEN int wg_channel_open(void);
+/* After chroot the path is not to be trusted: connections come only through the channel. */
+WG_HIDDEN int wg_channel_preferred(void);
+/* Before a dup2/dup3 onto `fd`: if it is the channel, the channel moves to another number. */
+WG_HIDDEN void wg_channel_evict(int fd);
+
 /* ---- talking to the broker (broker.c) ---- */
 
 /* A new connection to the broker (blocking, close-on-exec), or -1 with errno. */
