@@ -3,7 +3,7 @@
  * through the library API. No root, no wireguard-go: the per-packet path of both directions at
  * once, for `--cpu-prof` and quick before/after checks of an optimization.
  *
- *   deno run -A bench/loopback.ts [--mib 64] [--aead noble]
+ *   deno run -A bench/loopback.ts [--mib 64] [--aead noble] [--udp dgram|native]
  *   deno run -A --cpu-prof --cpu-prof-dir=/tmp/prof bench/loopback.ts
  *
  * Prints one JSON line: MB/s, CPU seconds per GiB (both ends), and the AEAD backend.
@@ -17,22 +17,27 @@ import { aeadBackend, nobleAead, setAeadBackend } from "../core/wireguard/crypto
 
 const { values } = parseArgs({
   args: Deno.args,
-  options: { mib: { type: "string", default: "64" }, aead: { type: "string" } },
+  options: {
+    mib: { type: "string", default: "64" },
+    aead: { type: "string" },
+    udp: { type: "string", default: "auto" },
+  },
 });
 if (values.aead === "noble") setAeadBackend(nobleAead);
 const size = Number(values.mib) * (1 << 20);
+const udpBackend = values.udp as "auto" | "native" | "dgram";
 
 const serverKey = generatePrivateKey(), clientKey = generatePrivateKey();
 const server = await Tunnel.fromText(
   `[Interface]\nPrivateKey = ${encodeKey(serverKey)}\nAddress = 10.9.0.1/32\n\n` +
     `[Peer]\nPublicKey = ${encodeKey(publicKeyOf(clientKey))}\nAllowedIPs = 10.9.0.2/32\n`,
-  { listenAddress: "127.0.0.1" },
+  { listenAddress: "127.0.0.1", udpBackend },
 );
 const client = await Tunnel.fromText(
   `[Interface]\nPrivateKey = ${encodeKey(clientKey)}\nAddress = 10.9.0.2/32\n\n` +
     `[Peer]\nPublicKey = ${encodeKey(publicKeyOf(serverKey))}\nAllowedIPs = 10.9.0.1/32\n` +
     `Endpoint = 127.0.0.1:${server.udp.port}\n`,
-  { listenAddress: "127.0.0.1" },
+  { listenAddress: "127.0.0.1", udpBackend },
 );
 const listener = server.listen({ port: 9 });
 const sink = (async () => {
@@ -62,6 +67,7 @@ server.close();
 const cpuSecs = (cpu.user + cpu.system) / 1e6;
 console.log(JSON.stringify({
   aead: aeadBackend(),
+  udp: client.udp.backend,
   mib: size / (1 << 20),
   received,
   mbps: +(received / 1e6 / secs).toFixed(1),

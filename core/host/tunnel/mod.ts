@@ -30,7 +30,7 @@ import { tunnelFetch } from "./http.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import { PolicyTable } from "./routes.ts";
 import { Scheduler } from "./scheduler.ts";
-import { UdpTransport } from "./udp.ts";
+import { type UdpBackend, UdpTransport } from "./udp.ts";
 
 export interface TunnelOptions {
   /** Where the UDP socket binds; default all addresses. */
@@ -38,6 +38,11 @@ export interface TunnelOptions {
   logger?: Logger;
   /** TCP buffer sizes, retry counts and other limits (defaults follow Linux). */
   tcp?: Partial<TcpLimits>;
+  /**
+   * How the UDP socket is driven: "auto" (default) uses the batched helper when the process may
+   * load it (`--allow-ffi=/tmp`), else node:dgram. See core/host/tunnel/udp.ts.
+   */
+  udpBackend?: UdpBackend;
 }
 
 export interface PeerStatus {
@@ -129,6 +134,8 @@ export class Tunnel {
     const udp = await UdpTransport.open({
       port: config.interface.listenPort,
       address: options.listenAddress,
+      backend: options.udpBackend,
+      maxDatagram: (config.interface.mtu ?? DefaultMtu) + 32,
       onDatagram: (from, data) => {
         const tunnel = ref.tunnel;
         if (!tunnel) return;
