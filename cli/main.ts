@@ -74,5 +74,7 @@ export async function main(args: string[]): Promise<number> {
 }
 
 if (import.meta.main) {
+  const { loadHelperThenDropFfi } = await import("../core/host/sandbox.ts");
+  await loadHelperThenDropFfi();
   Deno.exit(await main(Deno.args));
 }

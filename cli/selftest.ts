@@ -181,7 +181,8 @@ async function checks(record: (name: string, fn: () => Promise<string>) => Promi
   let world: EmbeddedWorld | undefined;
   await record("embedded peer on 127.0.0.1", async () => {
     world = await embeddedWorld();
-    return `peer UDP port ${world.peer.udp.port}, local UDP port ${world.local.udp.port}`;
+    const via = world.local.udp.backend === "native" ? "batched helper" : "node:dgram";
+    return `peer UDP port ${world.peer.udp.port}, local UDP port ${world.local.udp.port} (${via})`;
   });
   if (!world) return;
   const { local } = world;

@@ -9,6 +9,7 @@
 import assert from "node:assert/strict";
 import { decodeEmbedded } from "../core/host/doctor/world.ts";
 import { libraries, probes } from "../preload/build/embedded.ts";
+import { udpHelpers } from "../native/build/embedded.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const MACHINE: Record<string, number> = { x86_64: 62, aarch64: 183 };
@@ -47,6 +48,31 @@ Deno.test("preload: both interposers and probes build for their architecture; em
       assert.equal(elfMachine(probe), MACHINE[arch]);
       assert.deepEqual(lib, await Deno.readFile(`${ROOT}preload/build/libwrapguard-${arch}.so`));
       assert.deepEqual(probe, await Deno.readFile(`${ROOT}preload/build/probe-${arch}`));
+    }
+  } finally {
+    await Deno.remove(out, { recursive: true });
+  }
+});
+
+Deno.test("native: the batched UDP helper builds for both architectures; embedded = built", async () => {
+  const out = await Deno.makeTempDir({ prefix: "wg-native-" });
+  try {
+    const r = await new Deno.Command("bash", {
+      args: [`${ROOT}native/build.sh`],
+      env: { WRAPGUARD_NATIVE_OUT: out },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const log = new TextDecoder().decode(r.stdout) + new TextDecoder().decode(r.stderr);
+    assert.equal(r.code, 0, log);
+    for (const arch of ["x86_64", "aarch64"]) {
+      const built = await Deno.readFile(`${out}/libwgio-${arch}.so`).catch(() => {
+        throw new Error(`libwgio-${arch}.so was not built (is its compiler installed?):\n${log}`);
+      });
+      assert.equal(elfMachine(built), MACHINE[arch]);
+      // The committed embedded.ts is what this source builds to (a C change without a rebuild
+      // would ship the old helper).
+      assert.deepEqual(decodeEmbedded(udpHelpers[arch] ?? ""), built, `embedded ${arch} is stale`);
     }
   } finally {
     await Deno.remove(out, { recursive: true });

@@ -20,6 +20,7 @@
  *
  * @module
  */
+import { type UdpHelper, udpHelper } from "./tunnel/udp_native.ts";
 
 /** What {@link lockDown} gave up, and how to end the run. */
 export interface Sandbox {
@@ -126,4 +127,15 @@ export async function permissionStates(): Promise<Record<string, Deno.Permission
     }
   }
   return out;
+}
+
+/**
+ * The CLI's first step: loads the batched UDP helper (the only use of FFI), then revokes ffi for
+ * the rest of the process's life, before any config or packet is read, so that nothing reached
+ * through the tunnel can open a library. Returns the helper's state for `doctor` and the log.
+ */
+export async function loadHelperThenDropFfi(): Promise<UdpHelper> {
+  const helper = await udpHelper();
+  await Deno.permissions.revoke({ name: "ffi" });
+  return helper;
 }

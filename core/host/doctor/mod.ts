@@ -25,6 +25,7 @@ import { inspectExecutable, inspectTarget, LaunchRefused, resolveCommand } from 
 import { permissionStates } from "../sandbox.ts";
 import { Tunnel } from "../tunnel/mod.ts";
 import { UdpTransport } from "../tunnel/udp.ts";
+import { udpHelper } from "../tunnel/udp_native.ts";
 
 /** How one check ended. */
 export type CheckStatus = "pass" | "warn" | "fail" | "skip";
@@ -192,9 +193,13 @@ async function configChecks(
       );
     }
     const got = sock.port;
+    const helper = await udpHelper();
+    const via = sock.backend === "native"
+      ? "batched (recvmmsg/sendmmsg)"
+      : `node:dgram, one datagram per call (batched helper: ${helper.reason ?? "not used"})`;
     sock.close();
     await new Promise((r) => setTimeout(r, 10));
-    return port === 0 ? `opened on ephemeral port ${got}` : `opened on ListenPort ${got}`;
+    return `${port === 0 ? "opened on ephemeral port" : "opened on ListenPort"} ${got}; ${via}`;
   });
 
   const withEndpoint = cfg.peers.filter((p) => p.endpoint);

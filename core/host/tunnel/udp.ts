@@ -47,7 +47,10 @@ export interface UdpTransport {
   close(): void;
 }
 
-export const UdpTransport = {
+/** Opens the tunnel's socket with the backend `options.backend` asks for (see the module doc). */
+export const UdpTransport: {
+  open(options: UdpTransportOptions): Promise<UdpTransport>;
+} = {
   async open(options: UdpTransportOptions): Promise<UdpTransport> {
     const backend = options.backend ?? "auto";
     if (backend !== "dgram") {
