@@ -20,6 +20,7 @@ import { formatIP, type IpBytes, unmapIPv4 } from "../../wire/addr.ts";
 import type { TcpConnection } from "../../netstack/tcp/connection.ts";
 import { TcpError } from "../../netstack/tcp/errors.ts";
 import { TunnelConn } from "../tunnel/tcp.ts";
+import { nextReadBuffer, ReadBufferStart } from "../forward/relay.ts";
 import type { BrokerContext } from "./context.ts";
 import { discardExact, writeAll } from "./io.ts";
 import { encodeReply, errorReply, familyOf, type Request, Status, statusOf } from "./protocol.ts";
@@ -128,12 +129,14 @@ export async function relay(unix: Deno.Conn, conn: TunnelConn): Promise<void> {
     }
   };
   const up = (async () => {
-    const buf = new Uint8Array(64 * 1024);
+    // Small until reads fill it (see forward/relay.ts): a pending read holds its buffer.
+    let buf = new Uint8Array(ReadBufferStart);
     try {
       for (;;) {
         const n = await unix.read(buf);
         if (n === null) break;
         await conn.writeAll(buf.subarray(0, n));
+        buf = nextReadBuffer(buf, n);
       }
       await conn.closeWrite();
     } catch {

@@ -7,8 +7,10 @@
  *   both ended ─► close both;   a read or write error ─► abort both (a reset, where possible)
  * ```
  *
- * Each direction holds one 64 KiB buffer and writes it out before reading again, so a slow
- * reader on one side fills the other side's receive window instead of our memory.
+ * Each direction holds one buffer and writes it out before reading again, so a slow reader on one
+ * side fills the other side's receive window instead of our memory. The buffer starts at 1 KiB and
+ * grows (×4, to 64 KiB) while reads fill it: a pending read holds its buffer, so an idle
+ * connection would otherwise keep 2 × 64 KiB for its whole life.
  *
  * `Deno.Conn` and `TunnelConn` are {@link Duplex} as they are; a socket from `node:net` (what a
  * socket passed by systemd becomes) is adapted by {@link NodeSocketDuplex}.
@@ -35,7 +37,16 @@ export interface RelayResult {
   error?: Error;
 }
 
-const ChunkSize = 64 * 1024;
+/** A relay's first read buffer, and the most it grows to under bulk. */
+export const ReadBufferStart = 1024;
+export const ReadBufferMax = 64 * 1024;
+
+/** The buffer for the next read: four times larger after a read that filled it, up to the most. */
+export function nextReadBuffer(buf: Uint8Array<ArrayBuffer>, n: number): Uint8Array<ArrayBuffer> {
+  return n === buf.length && buf.length < ReadBufferMax
+    ? new Uint8Array(Math.min(buf.length * 4, ReadBufferMax))
+    : buf;
+}
 
 async function writeAll(to: Duplex, p: Uint8Array): Promise<void> {
   let off = 0;
@@ -63,12 +74,13 @@ export async function relay(a: Duplex, b: Duplex): Promise<RelayResult> {
   };
   const pump = async (from: Duplex, to: Duplex, count: (n: number) => void) => {
     try {
-      const buf = new Uint8Array(ChunkSize);
+      let buf = new Uint8Array(ReadBufferStart);
       for (;;) {
         const n = await from.read(buf);
         if (n === null) break;
         await writeAll(to, buf.subarray(0, n));
         count(n);
+        buf = nextReadBuffer(buf, n);
       }
       await to.closeWrite();
     } catch (e) {
