@@ -30,7 +30,7 @@
 #define WGIO_MAX_BATCH 128
 #define EXPORT __attribute__((visibility("default")))
 
-EXPORT int32_t wgio_version(void) { return 1; }
+EXPORT int32_t wgio_version(void) { return 2; }
 
 static void set_buffer(int fd, int force, int plain, int bytes) {
   // FORCE passes net.core.[rw]mem_max with CAP_NET_ADMIN (as root); else the plain option,
@@ -125,6 +125,9 @@ static void put_addr(uint8_t *m, const struct sockaddr_storage *ss) {
   }
 }
 
+static int32_t take(int32_t fd, int32_t waker, uint8_t *buf, int32_t slot, int32_t count,
+                    uint8_t *meta, int wait);
+
 /*
  * Waits until datagrams arrive (or the waker fires) and takes up to `count` of them. Returns how
  * many, -1 once woken for close, or -errno. Runs on a Deno worker thread: it touches only its
@@ -132,6 +135,20 @@ static void put_addr(uint8_t *m, const struct sockaddr_storage *ss) {
  */
 EXPORT int32_t wgio_recv(int32_t fd, int32_t waker, uint8_t *buf, int32_t slot, int32_t count,
                          uint8_t *meta) {
+  return take(fd, waker, buf, slot, count, meta, 1);
+}
+
+/*
+ * As wgio_recv without waiting, on the calling thread: 0 when nothing is queued. While datagrams
+ * keep coming this saves the hand-off to a worker thread and back for every batch.
+ */
+EXPORT int32_t wgio_try_recv(int32_t fd, uint8_t *buf, int32_t slot, int32_t count,
+                             uint8_t *meta) {
+  return take(fd, -1, buf, slot, count, meta, 0);
+}
+
+static int32_t take(int32_t fd, int32_t waker, uint8_t *buf, int32_t slot, int32_t count,
+                    uint8_t *meta, int wait) {
   if (count > WGIO_MAX_BATCH) count = WGIO_MAX_BATCH;
   struct mmsghdr msgs[WGIO_MAX_BATCH];
   struct iovec iov[WGIO_MAX_BATCH];
@@ -162,6 +179,7 @@ EXPORT int32_t wgio_recv(int32_t fd, int32_t waker, uint8_t *buf, int32_t slot, 
       if (errno == ECONNREFUSED || errno == EHOSTUNREACH || errno == ENETUNREACH) continue;
       return -errno;
     }
+    if (!wait) return 0;
     struct pollfd p[2] = {{.fd = fd, .events = POLLIN}, {.fd = waker, .events = POLLIN}};
     if (poll(p, 2, -1) < 0 && errno != EINTR) return -errno;
     if (p[1].revents) return -1;

@@ -33,6 +33,7 @@ const Symbols = {
     result: "i32",
     nonblocking: true,
   },
+  wgio_try_recv: { parameters: ["i32", "buffer", "i32", "i32", "buffer"], result: "i32" },
   wgio_send: {
     parameters: ["i32", "i32", "buffer", "i32", "i32", "buffer", "buffer"],
     result: "i32",
@@ -53,7 +54,9 @@ const Meta = 24;
 const Batch = 64;
 /** What the helper asks the kernel for (wireguard-go asks for 7 MiB). */
 const SocketBuffer = 7 << 20;
-const HelperVersion = 1;
+const HelperVersion = 2;
+/** Batches taken on the event loop's thread before it waits (and yields) once. */
+const InlineBatches = 4;
 
 let loading: Promise<UdpHelper> | undefined;
 
@@ -124,6 +127,8 @@ export class NativeUdpTransport implements UdpTransport {
   readonly #counts = new Int32Array(2);
   #txCount = 0;
   #flushQueued = false;
+  /** Batches taken in a row without waiting on a worker thread. */
+  #inline = 0;
   #closed = false;
   readonly #endpoints = new Map<number | string, Endpoint>();
   /** Resolves once the receiving thread has returned and the socket is closed. */
@@ -227,14 +232,26 @@ export class NativeUdpTransport implements UdpTransport {
     const { onDatagram, onError } = this.#options;
     try {
       for (;;) {
-        const n = await this.#lib.wgio_recv(
-          this.#fd,
-          this.#waker,
-          this.#rx,
-          this.#slot,
-          Batch,
-          this.#rxMeta,
-        );
+        // While datagrams keep coming, take the next batch on this thread (after the turn's
+        // microtasks, so the replies go out first); every few batches, or when the socket is
+        // empty, wait on a worker thread, which also lets timers and other I/O run.
+        let n = 0;
+        if (++this.#inline <= InlineBatches) {
+          await null;
+          if (this.#closed) return;
+          n = this.#lib.wgio_try_recv(this.#fd, this.#rx, this.#slot, Batch, this.#rxMeta);
+        }
+        if (n === 0) {
+          this.#inline = 0;
+          n = await this.#lib.wgio_recv(
+            this.#fd,
+            this.#waker,
+            this.#rx,
+            this.#slot,
+            Batch,
+            this.#rxMeta,
+          );
+        }
         if (this.#closed || n === -1) return;
         if (n < 0) {
           onError?.(errnoError("recvmmsg", n));
