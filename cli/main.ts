@@ -6,20 +6,28 @@
  * @module
  */
 
-type Command = { summary: string; load: () => Promise<{ main(args: string[]): Promise<number> }> };
+type Command = {
+  summary: string;
+  load: () => Promise<{ main(args: string[]): Promise<number> }>;
+  /** Opens a tunnel: the batched UDP helper is loaded first, then ffi is revoked. */
+  tunnel?: true;
+};
 
 const commands: Record<string, Command> = {
   run: {
     summary: "run a program with its network traffic on the WireGuard network",
     load: () => import("./run.ts"),
+    tunnel: true,
   },
   forward: {
     summary: "forward Unix/TCP sockets to and from the WireGuard network (like ssh -L/-R)",
     load: () => import("./forward.ts"),
+    tunnel: true,
   },
   proxy: {
     summary: "SOCKS5 and HTTP proxy into the WireGuard network (for static programs, browsers…)",
     load: () => import("./proxy.ts"),
+    tunnel: true,
   },
   show: {
     summary: "list your running tunnels: peers, endpoints, handshakes, transfer (as wg show)",
@@ -28,10 +36,12 @@ const commands: Record<string, Command> = {
   doctor: {
     summary: "check a config, its peers, the interposer and a program before running it",
     load: () => import("./doctor.ts"),
+    tunnel: true,
   },
   selftest: {
     summary: "prove the tunnel works on this machine with an embedded peer",
     load: () => import("./selftest.ts"),
+    tunnel: true,
   },
   genkey: {
     summary: "print a new private key (as wg genkey)",
@@ -74,7 +84,11 @@ export async function main(args: string[]): Promise<number> {
 }
 
 if (import.meta.main) {
-  const { loadHelperThenDropFfi } = await import("../core/host/sandbox.ts");
-  await loadHelperThenDropFfi();
+  // Only commands with a tunnel: the others need no helper, and revoking a permission under
+  // --allow-all also ends the "all" that reading /proc/self/fd needs (genkey's umask warning).
+  if (commands[Deno.args[0] ?? ""]?.tunnel) {
+    const { loadHelperThenDropFfi } = await import("../core/host/sandbox.ts");
+    await loadHelperThenDropFfi();
+  }
   Deno.exit(await main(Deno.args));
 }

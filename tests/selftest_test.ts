@@ -95,7 +95,7 @@ Deno.test({
       await Deno.chmod(base, 0o755);
       const repo = `${base}/repo`;
       await Deno.mkdir(repo);
-      for (const item of ["cli", "core", "preload", "deno.json", "deno.lock"]) {
+      for (const item of ["cli", "core", "preload", "native", "deno.json", "deno.lock"]) {
         const r = await new Deno.Command("cp", { args: ["-r", `${root}${item}`, repo] }).output();
         assert.ok(r.success, `copy ${item}`);
       }
