@@ -58,16 +58,29 @@ export class Dnsmasq {
   /** Queries that were start-up probes, not the test's. */
   #probes = 0;
 
-  constructor(ns: string, listen: readonly string[], port: number, proc: Spawned) {
+  readonly #logFile: string;
+
+  constructor(ns: string, listen: readonly string[], port: number, proc: Spawned, logFile: string) {
     this.ns = ns;
     this.listen = listen;
     this.port = port;
     this.proc = proc;
+    this.#logFile = logFile;
   }
 
-  /** dnsmasq's log so far (it logs to stderr). */
+  /**
+   * dnsmasq's log so far, then anything it printed to stderr. The log is a file read on the spot:
+   * dnsmasq writes a query's line when the query arrives, before it answers, so the file already
+   * has it when the answer reaches us (a pipe is read by our event loop, possibly later).
+   */
   log(): string {
-    return this.proc.stderrText();
+    let text = "";
+    try {
+      text = Deno.readTextFileSync(this.#logFile);
+    } catch {
+      // not created yet
+    }
+    return text + this.proc.stderrText();
   }
 
   /** The queries dnsmasq has received since it was ready, in order (not the start-up probes). */
@@ -139,7 +152,7 @@ export async function startDnsmasq(
     `--dhcp-leasefile=${dir}/dnsmasq.leases`,
     // dnsmasq would otherwise change to "nobody", who can not enter the private temp dir.
     "--user=root",
-    "--log-facility=-",
+    `--log-facility=${dir}/dnsmasq.log`,
     "--log-queries",
     `--local-ttl=${opts.ttl ?? 60}`,
     ...(opts.localDomains ?? []).map((d) => `--local=/${d}/`),
@@ -149,9 +162,14 @@ export async function startDnsmasq(
     ...(opts.extraArgs ?? []),
   ];
   const proc = topo.spawn(ns, argv);
-  const dns = new Dnsmasq(ns, opts.listen, port, proc);
-  await proc.waitForOutput(/started, version/, { stream: "stderr" });
+  const dns = new Dnsmasq(ns, opts.listen, port, proc, `${dir}/dnsmasq.log`);
   const deadline = Date.now() + 5000;
+  while (!/started, version/.test(dns.log())) {
+    if (proc.exited || Date.now() > deadline) {
+      throw new Error(`dnsmasq did not start\n${dns.log()}`);
+    }
+    await sleep(20);
+  }
   for (const addr of opts.listen) {
     for (;;) {
       const r = await topo.run(ns, [
