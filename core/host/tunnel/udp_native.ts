@@ -254,8 +254,12 @@ export class NativeUdpTransport implements UdpTransport {
         }
         if (this.#closed || n === -1) return;
         if (n < 0) {
+          // Not fatal (node:dgram's socket also lives on after an "error"): report, pause so that
+          // a persistent error cannot spin, and go on receiving.
           onError?.(errnoError("recvmmsg", n));
-          return;
+          await new Promise((r) => setTimeout(r, 10));
+          if (this.#closed) return;
+          continue;
         }
         for (let i = 0; i < n; i++) {
           const m = i * Meta;
