@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 /* The broker's socket by its path: what every process that still can uses (no extra hop). */
-static int open_path(void) {
+int wg_broker_connect_path(void) {
   int u = (int)sys_socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (u < 0) return -1;
   struct sockaddr_un sun;
@@ -36,7 +36,7 @@ static int open_path(void) {
 int wg_broker_open(void) {
   int e = EACCES;
   if (!wg_channel_preferred()) {
-    int u = open_path();
+    int u = wg_broker_connect_path();
     if (u >= 0) return u;
     /* A process that dropped its privileges (EACCES on the 0700 directory), or whose root or
      * mount namespace no longer shows the path, asks through the inherited channel. */

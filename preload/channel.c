@@ -145,23 +145,6 @@ static long recv_msg(int sock, void *buf, size_t cap, int *fd) {
   return r;
 }
 
-static int connect_path(void) {
-  int u = (int)sys_socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (u < 0) return -1;
-  struct sockaddr_un sun;
-  memset(&sun, 0, sizeof sun);
-  sun.sun_family = AF_UNIX;
-  memcpy(sun.sun_path, wg_cfg.socket_path, sizeof sun.sun_path);
-  for (;;) {
-    if (syscall(SYS_connect, u, (struct sockaddr *)&sun, (socklen_t)sizeof sun) == 0) return u;
-    if (errno == EINTR) continue;
-    int e = errno;
-    sys_close(u);
-    errno = e;
-    return -1;
-  }
-}
-
 /* Whether the broker's socket still exists (the run has not ended). */
 static int broker_present(void) {
   struct stat st;
@@ -195,7 +178,7 @@ static __attribute__((noreturn)) void serve(int ch) {
     if (r < 1 || !ours || (req[0] != OP_HELLO && req[0] != OP_CONNECT)) {
       status = (char)ESTALE;
     } else if (req[0] == OP_CONNECT) {
-      fd = connect_path();
+      fd = wg_broker_connect_path();
       if (fd < 0) {
         status = (char)errno;
         gone = errno == ECONNREFUSED || errno == ENOENT || errno == ENOTDIR;

@@ -234,6 +234,10 @@ WG_HIDDEN void wg_channel_evict(int fd);
 
 /* ---- talking to the broker (broker.c) ---- */
 
+/* A connection to the broker's socket by its path (close-on-exec), or -1 with errno: what every
+ * process that can still reach the path uses, and what the channel helper connects with. */
+WG_HIDDEN int wg_broker_connect_path(void);
+
 /* A new connection to the broker (blocking, close-on-exec), or -1 with errno. */
 WG_HIDDEN int wg_broker_open(void);
 /* Fills secret/op/proto; the caller sets the rest. */
