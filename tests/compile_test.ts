@@ -20,26 +20,40 @@ function elfMachine(bytes: Uint8Array): number {
   return new DataView(bytes.buffer, bytes.byteOffset).getUint16(18, true);
 }
 
-Deno.test("preload: both interposers and probes build for their architecture; embedded = built", async () => {
-  const out = await Deno.makeTempDir({ prefix: "wg-preload-" });
+/**
+ * Runs `script` with its output directory set to a fresh one (through `outVar`) and calls `check`
+ * with a reader for what it built; a file it did not build fails naming its compiler.
+ */
+async function withBuild(
+  script: string,
+  outVar: string,
+  check: (read: (name: string) => Promise<Uint8Array>) => Promise<void>,
+): Promise<void> {
+  const out = await Deno.makeTempDir({ prefix: "wg-build-" });
   try {
     const r = await new Deno.Command("bash", {
-      args: [`${ROOT}preload/build.sh`],
-      env: { WRAPGUARD_PRELOAD_OUT: out },
+      args: [`${ROOT}${script}`],
+      env: { [outVar]: out },
       stdout: "piped",
       stderr: "piped",
     }).output();
     const log = new TextDecoder().decode(r.stdout) + new TextDecoder().decode(r.stderr);
     assert.equal(r.code, 0, log);
+    await check((name) =>
+      Deno.readFile(`${out}/${name}`).catch(() => {
+        throw new Error(`${name} was not built (is its compiler installed?):\n${log}`);
+      })
+    );
+  } finally {
+    await Deno.remove(out, { recursive: true });
+  }
+}
+
+Deno.test("preload: both interposers and probes build for their architecture; embedded = built", async () => {
+  await withBuild("preload/build.sh", "WRAPGUARD_PRELOAD_OUT", async (read) => {
     for (const arch of ["x86_64", "aarch64"]) {
       for (const name of [`libwrapguard-${arch}.so`, `probe-${arch}`]) {
-        let bytes: Uint8Array;
-        try {
-          bytes = await Deno.readFile(`${out}/${name}`);
-        } catch {
-          throw new Error(`${name} was not built (is its compiler installed?):\n${log}`);
-        }
-        assert.equal(elfMachine(bytes), MACHINE[arch], `${name} is for ${arch}`);
+        assert.equal(elfMachine(await read(name)), MACHINE[arch], `${name} is for ${arch}`);
       }
       // What the program carries is what preload/build holds (CI builds it before the tests).
       const lib = decodeEmbedded(libraries[arch] ?? "");
@@ -49,34 +63,19 @@ Deno.test("preload: both interposers and probes build for their architecture; em
       assert.deepEqual(lib, await Deno.readFile(`${ROOT}preload/build/libwrapguard-${arch}.so`));
       assert.deepEqual(probe, await Deno.readFile(`${ROOT}preload/build/probe-${arch}`));
     }
-  } finally {
-    await Deno.remove(out, { recursive: true });
-  }
+  });
 });
 
 Deno.test("native: the batched UDP helper builds for both architectures; embedded = built", async () => {
-  const out = await Deno.makeTempDir({ prefix: "wg-native-" });
-  try {
-    const r = await new Deno.Command("bash", {
-      args: [`${ROOT}native/build.sh`],
-      env: { WRAPGUARD_NATIVE_OUT: out },
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const log = new TextDecoder().decode(r.stdout) + new TextDecoder().decode(r.stderr);
-    assert.equal(r.code, 0, log);
+  await withBuild("native/build.sh", "WRAPGUARD_NATIVE_OUT", async (read) => {
     for (const arch of ["x86_64", "aarch64"]) {
-      const built = await Deno.readFile(`${out}/libwgio-${arch}.so`).catch(() => {
-        throw new Error(`libwgio-${arch}.so was not built (is its compiler installed?):\n${log}`);
-      });
+      const built = await read(`libwgio-${arch}.so`);
       assert.equal(elfMachine(built), MACHINE[arch]);
       // The committed embedded.ts is what this source builds to (a C change without a rebuild
       // would ship the old helper).
       assert.deepEqual(decodeEmbedded(udpHelpers[arch] ?? ""), built, `embedded ${arch} is stale`);
     }
-  } finally {
-    await Deno.remove(out, { recursive: true });
-  }
+  });
 });
 
 const HAVE_BASE = ["DENORT_BIN", "DENORT_BIN_X86_64", "DENORT_BIN_AARCH64"].some((v) =>
