@@ -63,10 +63,8 @@ netnsTest(
           const r = await resolver.resolve("both.wg.test");
           assert.deepEqual(text(r.addresses), ["10.77.0.5", "fd77::5"]);
         });
-        await t.step("the queries came from our tunnel address, through the tunnel", async () => {
-          const seen = await dns.queriesWhen((qs) =>
-            qs.some((q) => q.name === "svc.wg.test") && qs.some((q) => q.name === "svc6.wg.test")
-          );
+        await t.step("the queries came from our tunnel address, through the tunnel", () => {
+          const seen = dns.queries();
           assert.ok(seen.some((q) => q.type === "A" && q.name === "svc.wg.test"), dns.log());
           assert.ok(seen.some((q) => q.type === "AAAA" && q.name === "svc6.wg.test"), dns.log());
           assert.ok(seen.every((q) => q.from === "10.77.0.2"), dns.log());
@@ -76,9 +74,8 @@ netnsTest(
           assert.deepEqual(text(r.addresses), ["10.77.0.7"]);
           assert.equal(r.canonicalName, "bare.wg.test");
           // The search domain was applied before the bare name was tried.
-          const seen = await dns.queriesWhen((qs) => qs.some((q) => q.name.startsWith("bare")));
           assert.deepEqual(
-            seen.filter((q) => q.name.startsWith("bare")).map((q) => q.name),
+            dns.queries().filter((q) => q.name.startsWith("bare")).map((q) => q.name),
             ["bare.wg.test"],
           );
         });
@@ -92,8 +89,7 @@ netnsTest(
           assert.ok(e instanceof DnsNotFoundError, String(e));
           assert.equal(e.code, "ENOTFOUND");
           assert.equal(e.nodata, false);
-          const seen = await dns.queriesWhen((qs) => qs.some((q) => q.name === "nope.wg.test"));
-          assert.ok(seen.some((q) => q.name === "nope.wg.test"));
+          assert.ok(dns.queries().some((q) => q.name === "nope.wg.test"));
         });
         await t.step("a name with no address of the family is ENOTFOUND (NODATA)", async () => {
           const e = await resolver.resolve("svc6.wg.test", { family: 4 }).catch((e) => e);
@@ -116,8 +112,7 @@ netnsTest(
           const v6 = Resolver.forTunnel(tunnel, { servers: [parseIP("fd77::1")!] });
           const r = await v6.resolve("both.wg.test");
           assert.deepEqual(text(r.addresses), ["10.77.0.5", "fd77::5"]);
-          const seen = await dns.queriesWhen((qs) => qs.some((q) => q.from === "fd77::2"));
-          assert.ok(seen.some((q) => q.from === "fd77::2"), dns.log());
+          assert.ok(dns.queries().some((q) => q.from === "fd77::2"), dns.log());
         });
         await t.step(
           "a closed port fails at once on the ICMP error, not after the timeout",

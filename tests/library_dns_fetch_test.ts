@@ -33,7 +33,9 @@ netnsTest(
               dir,
             ]);
           }
-          await waitForPort(topo.peer, 8000, "tcp");
+          for (const address of ["10.77.0.1", "fd77::1"]) {
+            await waitForPort(topo.peer, 8000, "tcp", { address });
+          }
           const want = await sha256(blob);
 
           await t.step(
@@ -41,7 +43,7 @@ netnsTest(
             async () => {
               assert.deepEqual(await tunnel.resolve("svc.wg.test"), ["10.77.0.1", "fd77::1"]);
               assert.deepEqual(await tunnel.resolve("svc", { family: 6 }), ["fd77::1"]); // search domain
-              const queries = await dns.queriesWhen((qs) => qs.length >= 2);
+              const queries = dns.queries();
               assert.ok(queries.length >= 2);
               assert.ok(
                 queries.every((q) => q.from.split("/")[0] === "10.77.0.2"),

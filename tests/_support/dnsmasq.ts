@@ -88,20 +88,6 @@ export class Dnsmasq {
     return this.#allQueries().slice(this.#probes);
   }
 
-  /**
-   * The queries once `done(queries)` holds, or after `ms` whatever has arrived (the caller's
-   * assertion then fails with it). dnsmasq writes its log line after it answers, and under load
-   * the line can reach us after the answer did.
-   */
-  async queriesWhen(done: (q: DnsmasqQuery[]) => boolean, ms = 5000): Promise<DnsmasqQuery[]> {
-    const end = Date.now() + ms;
-    for (;;) {
-      const q = this.queries();
-      if (done(q) || Date.now() > end) return q;
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  }
-
   /** @internal Marks what was asked so far as start-up probes. */
   _ready(): void {
     this.#probes = this.#allQueries().length;

@@ -151,19 +151,30 @@ export async function withTopology<T>(
   return r;
 }
 
-/** Polls `ss` in `ns` until something listens on `port` (`tcp`) or is bound to it (`udp`). */
+/**
+ * Polls `ss` in `ns` until something listens on `port` (`tcp`) or is bound to it (`udp`); with
+ * `address`, on that address (where two servers share a port, one per family, the first one up
+ * does not mean the other is).
+ */
 export async function waitForPort(
   ns: Ns,
   port: number,
   proto: "tcp" | "udp" = "tcp",
-  opts: { timeoutMs?: number } = {},
+  opts: { timeoutMs?: number; address?: string } = {},
 ): Promise<void> {
   const deadline = Date.now() + (opts.timeoutMs ?? 5000);
   const argv = ["ss", ...(ns === null ? [] : ["-N", ns]), "-H", proto === "tcp" ? "-ltn" : "-lun"];
   argv.push("sport", "=", `:${port}`);
+  const local = opts.address === undefined
+    ? undefined
+    : opts.address.includes(":")
+    ? `[${opts.address}]:${port}`
+    : `${opts.address}:${port}`;
   for (;;) {
     const r = await run(null, argv, { check: true });
-    if (r.stdout.trim() !== "") return;
+    // Columns: state, recv-q, send-q, local address:port, peer.
+    const lines = r.stdout.trim().split("\n").filter((l) => l !== "");
+    if (lines.some((l) => local === undefined || l.split(/\s+/)[3] === local)) return;
     if (Date.now() > deadline) {
       throw new Error(
         `nothing ${proto === "tcp" ? "listening on" : "bound to"} ${proto}/${port} in ${
