@@ -46,8 +46,13 @@ const cases: Case[] = [
     impair: { delayMs: 20, burst: { p: 0.03, r: 0.25, lossBad: 0.9 } },
     mib: 1,
     saw: (s) => s.toTarget.burstLost > 50 && s.toClient.burstLost > 50,
-    // Before RACK-TLP the exchange took 79 s; the issue asked for 3x faster.
-    exchangeWithinS: 26,
+    // Without RACK-TLP (73ad2b7^) the exchange takes 71-77 s on its own; with it 8-19 s on its
+    // own and up to 37 s beside another fault test on 2 cores (27.2 s once in CI, over the
+    // earlier 26 s bound). Loss recovery waits on timers, so CPU contention stretches it; the
+    // bound still fails an implementation that leans on backed-off timeouts, which is slower
+    // than this even alone. The count of timeouts does not tell the two apart (8-11 without
+    // RACK, 4-12 with): what RACK saves is the backoff's doubling, not the number of timeouts.
+    exchangeWithinS: 60,
   },
 ];
 
