@@ -3,15 +3,16 @@
  * noble is the reference implementation (DESIGN decision 8). Every function here is synchronous
  * and allocation-light: the transport path seals and opens in place in the caller's buffer.
  * AEAD uses the runtime's native ChaCha20-Poly1305 (aead_node.ts) when it reproduces an
- * RFC 8439 vector at load time, else noble; {@link aeadBackend} says which.
+ * RFC 8439 vector at load time, else noble; {@link aeadBackend} says which. DH goes through
+ * x25519.ts, native when it reproduces RFC 7748.
  *
  * @module
  */
-import { x25519 } from "@noble/curves/ed25519.js";
 import { blake2s } from "@noble/hashes/blake2.js";
 import { hmac } from "@noble/hashes/hmac.js";
 import { chacha20poly1305, xchacha20poly1305 } from "@noble/ciphers/chacha.js";
 import { nodeOpen, nodeSeal } from "./aead_node.ts";
+import { x25519Backend } from "./x25519.ts";
 
 const encoder = new TextEncoder();
 
@@ -217,7 +218,7 @@ export function xaeadOpen(
 /** X25519; undefined for a low-order public key (all-zero shared secret), which peers reject. */
 export function dh(privateKey: Uint8Array, publicKey: Uint8Array): Uint8Array | undefined {
   try {
-    const shared = x25519.getSharedSecret(privateKey, publicKey);
+    const shared = x25519Backend().shared(privateKey, publicKey);
     let acc = 0;
     for (const b of shared) acc |= b;
     return acc === 0 ? undefined : shared;
@@ -227,7 +228,7 @@ export function dh(privateKey: Uint8Array, publicKey: Uint8Array): Uint8Array | 
 }
 
 export function dhPublic(privateKey: Uint8Array): Uint8Array {
-  return x25519.getPublicKey(privateKey);
+  return x25519Backend().publicKey(privateKey);
 }
 
 /** A fresh clamped X25519 secret from `random` (RFC 7748 5). */

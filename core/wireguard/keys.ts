@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { x25519 } from "@noble/curves/ed25519.js";
+import { x25519Backend } from "./x25519.ts";
 
 /** Length in bytes of every WireGuard key (private, public, preshared). */
 export const KEY_LEN = 32;
@@ -81,7 +81,7 @@ export function clampPrivateKey(key: Uint8Array): void {
  */
 export function publicKeyOf(privateKey: Uint8Array): Uint8Array {
   if (privateKey.length !== KEY_LEN) throw new RangeError(`A private key is ${KEY_LEN} bytes`);
-  return x25519.getPublicKey(privateKey);
+  return x25519Backend().publicKey(privateKey);
 }
 
 /**

@@ -1,0 +1,125 @@
+/**
+ * X25519 (RFC 7748) through the runtime's native `node:crypto` when it reproduces RFC 7748's own
+ * vectors at load, else noble (the reference of DESIGN decision 8).
+ *
+ * Why: noble's first public-key derivation builds a precomputed table of the base point, about
+ * 16 ms, and each shared secret costs 1.7-3 ms of JavaScript; config loading and the first
+ * handshake pay both before a wrapped program's first byte. The native path costs about 0.6 ms
+ * for the first derivation and 0.07 ms per shared secret. The load check uses fixed vectors, not
+ * noble, because running noble once would pay the very table this module avoids;
+ * `tests/wireguard_x25519_test.ts` proves both backends byte-identical on random keys.
+ *
+ * @module
+ */
+import { Buffer } from "node:buffer";
+import { createPrivateKey, createPublicKey, diffieHellman, type KeyObject } from "node:crypto";
+import { x25519 } from "@noble/curves/ed25519.js";
+
+/** An X25519 implementation; `shared` throws for a low-order public key, as both libraries do. */
+export interface X25519Backend {
+  readonly name: "node" | "noble";
+  publicKey(privateKey: Uint8Array): Uint8Array;
+  shared(privateKey: Uint8Array, publicKey: Uint8Array): Uint8Array;
+}
+
+const hex = (s: string) => Uint8Array.from(s.match(/../g)!, (b) => parseInt(b, 16));
+
+// The fixed DER framing of a raw X25519 key (RFC 8410): PKCS #8 for private, SPKI for public.
+const Pkcs8Prefix = hex("302e020100300506032b656e04220420");
+const SpkiPrefix = hex("302a300506032b656e032100");
+
+function privateKeyObject(raw: Uint8Array): KeyObject {
+  const der = Buffer.alloc(Pkcs8Prefix.length + 32);
+  der.set(Pkcs8Prefix);
+  der.set(raw, Pkcs8Prefix.length);
+  const key = createPrivateKey({ key: der, format: "der", type: "pkcs8" });
+  der.fill(0);
+  return key;
+}
+
+function publicKeyObject(raw: Uint8Array): KeyObject {
+  const der = Buffer.alloc(SpkiPrefix.length + 32);
+  der.set(SpkiPrefix);
+  der.set(raw, SpkiPrefix.length);
+  return createPublicKey({ key: der, format: "der", type: "spki" });
+}
+
+function checkLength(key: Uint8Array, what: string): void {
+  if (key.length !== 32) throw new RangeError(`An X25519 ${what} key is 32 bytes`);
+}
+
+/** node:crypto (OpenSSL underneath). */
+export const nodeX25519: X25519Backend = {
+  name: "node",
+  publicKey(privateKey) {
+    checkLength(privateKey, "private");
+    const spki = createPublicKey(privateKeyObject(privateKey)).export({
+      format: "der",
+      type: "spki",
+    });
+    return new Uint8Array(spki.subarray(SpkiPrefix.length));
+  },
+  shared(privateKey, publicKey) {
+    checkLength(privateKey, "private");
+    checkLength(publicKey, "public");
+    const out = diffieHellman({
+      privateKey: privateKeyObject(privateKey),
+      publicKey: publicKeyObject(publicKey),
+    });
+    return new Uint8Array(out.buffer, out.byteOffset, out.length);
+  },
+};
+
+/** The reference implementation. */
+export const nobleX25519: X25519Backend = {
+  name: "noble",
+  publicKey: (privateKey) => x25519.getPublicKey(privateKey),
+  shared: (privateKey, publicKey) => x25519.getSharedSecret(privateKey, publicKey),
+};
+
+/**
+ * Whether `candidate` reproduces RFC 7748: the scalar-multiplication vector of 5.2, Alice's and
+ * Bob's public keys and their shared secret of 6.1, and a refusal of the all-zero (low-order)
+ * point. Anything else, including a throw, means "do not use it".
+ */
+export function agreesWithRfc7748(candidate: X25519Backend): boolean {
+  try {
+    const same = (a: Uint8Array, b: Uint8Array) =>
+      a.length === b.length && a.every((x, i) => x === b[i]);
+    const scalar = hex("a546e36bf0527c9d3b16154b82465edd62144c0ac1fc5a18506a2244ba449ac4");
+    const u = hex("e6db6867583030db3594c1a424b15f7c726624ec26b3353b10a903a6d0ab1c4c");
+    const want = hex("c3da55379de9c6908e94ea4df28d084f32eccf03491c71f754b4075577a28552");
+    if (!same(candidate.shared(scalar, u), want)) return false;
+    const alice = hex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a");
+    const alicePub = hex("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a");
+    const bob = hex("5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb");
+    const bobPub = hex("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f");
+    const secret = hex("4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742");
+    if (!same(candidate.publicKey(alice), alicePub)) return false;
+    if (!same(candidate.publicKey(bob), bobPub)) return false;
+    if (!same(candidate.shared(alice, bobPub), secret)) return false;
+    if (!same(candidate.shared(bob, alicePub), secret)) return false;
+    try {
+      candidate.shared(alice, new Uint8Array(32));
+      return false;
+    } catch {
+      return true;
+    }
+  } catch {
+    return false;
+  }
+}
+
+let backend: X25519Backend | undefined;
+
+/** The backend in use, chosen (and checked) at first use. */
+export function x25519Backend(): X25519Backend {
+  return backend ??= agreesWithRfc7748(nodeX25519) ? nodeX25519 : nobleX25519;
+}
+
+/** Chooses the backend (tests compare the two); returns the previous one. */
+export function setX25519Backend(next: X25519Backend): X25519Backend {
+  const previous = x25519Backend();
+  backend = next;
+  return previous;
+}
