@@ -7,7 +7,6 @@
  * network namespace so that its download attempt cannot leave the machine.
  */
 import assert from "node:assert/strict";
-import { decodeEmbedded } from "../core/host/doctor/world.ts";
 import { libraries, probes } from "../preload/build/embedded.ts";
 import { udpHelpers } from "../native/build/embedded.ts";
 
@@ -56,8 +55,8 @@ Deno.test("preload: both interposers and probes build for their architecture; em
         assert.equal(elfMachine(await read(name)), MACHINE[arch], `${name} is for ${arch}`);
       }
       // What the program carries is what preload/build holds (CI builds it before the tests).
-      const lib = decodeEmbedded(libraries[arch] ?? "");
-      const probe = decodeEmbedded(probes[arch] ?? "");
+      const lib = Uint8Array.fromBase64(libraries[arch] ?? "");
+      const probe = Uint8Array.fromBase64(probes[arch] ?? "");
       assert.equal(elfMachine(lib), MACHINE[arch]);
       assert.equal(elfMachine(probe), MACHINE[arch]);
       assert.deepEqual(lib, await Deno.readFile(`${ROOT}preload/build/libwrapguard-${arch}.so`));
@@ -73,7 +72,11 @@ Deno.test("native: the batched UDP helper builds for both architectures; embedde
       assert.equal(elfMachine(built), MACHINE[arch]);
       // The committed embedded.ts is what this source builds to (a C change without a rebuild
       // would ship the old helper).
-      assert.deepEqual(decodeEmbedded(udpHelpers[arch] ?? ""), built, `embedded ${arch} is stale`);
+      assert.deepEqual(
+        Uint8Array.fromBase64(udpHelpers[arch] ?? ""),
+        built,
+        `embedded ${arch} is stale`,
+      );
     }
   });
 });

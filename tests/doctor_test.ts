@@ -149,7 +149,7 @@ netnsTest("doctor passes a healthy setup against a live wireguard-go peer", asyn
   await withTopology({}, async (topo) => {
     const ourPrivate = await genKey();
     const ourPublic = encodeKey(
-      publicKeyOf(Uint8Array.from(atob(ourPrivate), (c) => c.charCodeAt(0))),
+      publicKeyOf(Uint8Array.fromBase64(ourPrivate)),
     );
     const wg = await topo.startWireguardGo(topo.peer, {
       addresses: ["10.78.0.1/24"],

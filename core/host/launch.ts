@@ -320,7 +320,7 @@ export async function materializeInterposer(
       })`,
     );
   }
-  const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  const bytes = Uint8Array.fromBase64(b64);
   const path = `${dir}/${INTERPOSER_NAME}`;
   await Deno.writeFile(path, bytes, { mode: 0o500 });
   await Deno.chmod(path, 0o500);

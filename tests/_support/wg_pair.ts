@@ -40,7 +40,7 @@ export async function withPair(
 ): Promise<void> {
   const ourPrivate = await genKey();
   const ourPublic = btoa(String.fromCharCode(...publicKeyOf(
-    Uint8Array.from(atob(ourPrivate), (c) => c.charCodeAt(0)),
+    Uint8Array.fromBase64(ourPrivate),
   )));
   const wg = await topo.startWireguardGo(topo.peer, {
     addresses: ["10.77.0.1/24", "fd77::1/64"],

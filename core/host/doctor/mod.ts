@@ -292,7 +292,7 @@ async function interposerCheck(options: DoctorOptions): Promise<string> {
     if (r.code !== 0 || !r.stdout.endsWith(HTTP_BODY)) {
       throw fail(`the probe's connection failed: ${r.stderr.trim() || r.stdout.slice(0, 80)}`);
     }
-    const size = Math.round(atob(options.libraries[arch]!).length / 1024);
+    const size = Math.round(Uint8Array.fromBase64(options.libraries[arch]!).length / 1024);
     return `${arch} library (${size} KiB) extracted, loaded into the probe, ` +
       `its connect to ${PEER_V4}:80 captured and carried through a loopback tunnel`;
   } finally {

@@ -162,11 +162,6 @@ export async function embeddedWorld(): Promise<EmbeddedWorld> {
   return world;
 }
 
-/** Decodes the base64 of `preload/build/embedded.ts`. */
-export function decodeEmbedded(b64: string): Uint8Array {
-  return Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
-}
-
 /**
  * Writes the embedded probe program for `arch` into `dir` and returns its path.
  * @throws {Deno.errors.NotSupported} when this build carries no probe for `arch`.
@@ -181,7 +176,7 @@ export async function materializeProbe(
     throw new Deno.errors.NotSupported(`this wrapguard carries no probe program for ${arch}`);
   }
   const path = `${dir}/wrapguard-probe`;
-  await Deno.writeFile(path, decodeEmbedded(b64), { mode: 0o500 });
+  await Deno.writeFile(path, Uint8Array.fromBase64(b64), { mode: 0o500 });
   await Deno.chmod(path, 0o500);
   return path;
 }

@@ -194,7 +194,7 @@ async function authorized(fields: HeaderField[], creds: Credentials): Promise<st
   if (!m) return undefined;
   let decoded: string;
   try {
-    decoded = new TextDecoder().decode(Uint8Array.from(atob(m[1]!), (c) => c.charCodeAt(0)));
+    decoded = new TextDecoder().decode(Uint8Array.fromBase64(m[1]!));
   } catch {
     return undefined;
   }

@@ -80,7 +80,7 @@ async function load(): Promise<UdpHelper> {
     }
     dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "wrapguard-io-" });
     const path = `${dir}/libwgio.so`;
-    await Deno.writeFile(path, Uint8Array.from(atob(encoded), (c) => c.charCodeAt(0)), {
+    await Deno.writeFile(path, Uint8Array.fromBase64(encoded), {
       mode: 0o500,
     });
     const lib = Deno.dlopen(path, Symbols).symbols;
