@@ -69,6 +69,9 @@ function b64(bytes: Uint8Array): string {
   return btoa(String.fromCharCode(...bytes));
 }
 
+/** How often quiet TCP connections are looked at to give back their buffers. */
+const TrimEveryMs = 2000;
+
 export class Tunnel {
   readonly config: Config;
   readonly device: Device;
@@ -80,6 +83,7 @@ export class Tunnel {
   /** Filtered policy routes (`Route = CIDR:tcp:443`), checked before cryptokey routing. */
   readonly policy: PolicyTable = new PolicyTable();
   #closed = false;
+  readonly #trimTimer: ReturnType<typeof setInterval>;
   #pingSeq = 0;
   #resolver: Resolver | undefined;
   readonly #pings = new Map<number, () => void>();
@@ -113,6 +117,11 @@ export class Tunnel {
     this.tcp = new TcpLayer({ ip: this.stack, limits: tcpLimits });
     this.stack.attach(this.tcp);
     this.scheduler = new Scheduler([this.device, this.stack]);
+    // Quiet connections give back their empty buffers (TcpLayer.trimIdle). Unref'd: it never
+    // keeps a process alive.
+    const trim = setInterval(() => this.tcp.trimIdle(this.scheduler.now()), TrimEveryMs);
+    Deno.unrefTimer(trim);
+    this.#trimTimer = trim;
     for (const p of config.peers) {
       const literal = p.endpoint && parseIP(p.endpoint.host);
       this.device.addPeer({
@@ -287,6 +296,7 @@ export class Tunnel {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    clearInterval(this.#trimTimer);
     this.scheduler.close();
     this.udp.close();
     this.logger.info("tunnel down");

@@ -55,6 +55,8 @@ export const MIN_RTO = 200;
  * a request behind our delayed ACK for long.
  */
 export const DELAYED_ACK_TIMEOUT = 40;
+/** Quiet (nothing sent or received) after which a connection gives back its empty buffers, ms. */
+export const IDLE_TRIM = 1000;
 /** Linux defaults (tcp_keepalive_intvl, tcp_keepalive_probes). */
 export const KEEPALIVE_INTERVAL = 75_000;
 export const KEEPALIVE_COUNT = 9;

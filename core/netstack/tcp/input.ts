@@ -319,6 +319,8 @@ function synchronized(tcb: Tcb, now: number, seg: TcpRepr): void {
       if (tcb.sndUnaOff > tcb.finOff) {
         tcb.state = State.FIN_WAIT_2;
         if (tcb.orphaned) tcb.lifeAt = now + FIN_WAIT_2_TIMEOUT;
+        // Everything we sent is acknowledged and nothing more will be.
+        tcb.releaseSendSide();
       }
       break;
     case State.CLOSING:
@@ -349,7 +351,8 @@ function enterTimeWait(tcb: Tcb, now: number): void {
   tcb.rtxAt = tcb.keepAt = Infinity;
   tcb.rtxKind = RtxKind.NONE;
   tcb.lifeAt = now + TIME_WAIT_DURATION;
-  tcb.sendBuf.release();
+  tcb.releaseSendSide();
+  tcb.rcvBuf.releaseIfEmpty();
   tcb.signalClose();
   tcb.host.timeWait(tcb);
 }

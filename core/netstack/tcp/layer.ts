@@ -34,6 +34,7 @@ import {
   DELAYED_ACK_TIMEOUT,
   EPHEMERAL_FIRST,
   EPHEMERAL_LAST,
+  IDLE_TRIM,
   MAX_RETRANSMITS,
   MIN_RTO,
   SYN_RETRIES,
@@ -220,6 +221,23 @@ export class TcpLayer implements Transport {
   /** Connections in the table (any state, TIME-WAIT and half-open included). */
   get connectionCount(): number {
     return this.#count;
+  }
+
+  /**
+   * Gives back the empty buffers of every connection that neither sent nor received anything
+   * for `quietMs`, and returns the bytes freed. Rings keep what a burst grew them to, and a
+   * server with thousands of idle keep-alive connections would hold that for each; Linux frees
+   * a segment's memory at its ACK, which a ring cannot. The host calls this every few seconds
+   * rather than a timer per connection, so that `pollAt` keeps meaning "protocol work is due".
+   */
+  trimIdle(now: number, quietMs: number = IDLE_TRIM): number {
+    let freed = 0;
+    for (const list of this.#conns.values()) {
+      for (const t of list) {
+        if (now - Math.max(t.lastRecvAt, t.lastSendAt) >= quietMs) freed += t.releaseEmpty();
+      }
+    }
+    return freed;
   }
 
   #randomBytes(n: number): Uint8Array {

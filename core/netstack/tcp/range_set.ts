@@ -4,22 +4,35 @@
  * data in one (RFC 9293 3.10.7.4 "segments with higher beginning sequence numbers may be held"),
  * the sender its SACK scoreboard in another (RFC 2018, RFC 6675 2).
  *
- * Offsets are stream offsets (plain numbers that do not wrap), not sequence numbers.
+ * Offsets are stream offsets (plain numbers that do not wrap), not sequence numbers. Storage is
+ * allocated at the first range and given back by {@link RangeSet.release}: most connections never
+ * see a hole or a SACK, and an idle one should hold no memory for them.
  *
  * @module
  */
 
+const NONE = new Float64Array(0);
+
 export class RangeSet {
   readonly maxRanges: number;
-  readonly #starts: Float64Array;
-  readonly #ends: Float64Array;
+  #starts: Float64Array = NONE;
+  #ends: Float64Array = NONE;
   #count = 0;
   #total = 0;
 
   constructor(maxRanges: number) {
     this.maxRanges = maxRanges;
-    this.#starts = new Float64Array(maxRanges);
-    this.#ends = new Float64Array(maxRanges);
+  }
+
+  /** Bytes of storage held. */
+  get allocated(): number {
+    return this.#starts.byteLength + this.#ends.byteLength;
+  }
+
+  /** Gives the storage back; only when the set is empty. */
+  release(): void {
+    if (this.#count !== 0) return;
+    this.#starts = this.#ends = NONE;
   }
 
   get count(): number {
@@ -55,6 +68,10 @@ export class RangeSet {
    */
   add(s: number, e: number): boolean {
     if (e <= s) return true;
+    if (this.#starts.length === 0) {
+      this.#starts = new Float64Array(this.maxRanges);
+      this.#ends = new Float64Array(this.maxRanges);
+    }
     const starts = this.#starts, ends = this.#ends;
     const n = this.#count;
     // First range that ends at or after s (could merge), and first that starts after e.

@@ -90,6 +90,12 @@ export class ReceiveBuffer {
 
   /** Frees the storage once everything was read. */
   releaseIfEmpty(): void {
+    this.ranges.release();
     if (this.#ring.length === 0 && this.ranges.count === 0) this.#ring.release();
+  }
+
+  /** Bytes of storage held (the ring and the out-of-order ranges). */
+  get allocated(): number {
+    return this.#ring.allocated + this.ranges.allocated;
   }
 }

@@ -3,8 +3,9 @@
  * offsets, when it was last (re)transmitted, whether it was SACKed, deemed lost or ever
  * retransmitted, and how many of its bytes still wait to be sent again (a lost segment may go
  * out again in pieces when the segment size shrank, and the pipe must count only the rest). Kept as parallel typed arrays in a ring, in offset order (new data is only
- * ever appended at SND.NXT), so the per-packet path allocates nothing; the ring doubles when
- * the flight outgrows it, which a connection does a handful of times at most.
+ * ever appended at SND.NXT), so the per-packet path allocates nothing; the ring is allocated at
+ * the first segment and doubles when the flight outgrows it, which a connection does a handful
+ * of times at most, and {@link SendLog.release} gives it back when the connection goes idle.
  *
  * Indices passed to the accessors are logical: 0 is the oldest record (the one at SND.UNA).
  *
@@ -21,6 +22,9 @@ export const Seg = {
   RETRANS: 4,
 } as const;
 
+const NONE = new Float64Array(0);
+const NO_FLAGS = new Uint8Array(0);
+
 export class SendLog {
   #start: Float64Array;
   #end: Float64Array;
@@ -31,15 +35,38 @@ export class SendLog {
   #count = 0;
   #mask: number;
 
-  constructor(capacity = 64) {
+  /** Records the first allocation holds; the ring then doubles as the flight needs. */
+  readonly #initial: number;
+
+  constructor(initialCapacity = 8) {
     let cap = 1;
-    while (cap < capacity) cap <<= 1;
-    this.#start = new Float64Array(cap);
-    this.#end = new Float64Array(cap);
-    this.#ts = new Float64Array(cap);
-    this.#flags = new Uint8Array(cap);
-    this.#lost = new Float64Array(cap);
-    this.#mask = cap - 1;
+    while (cap < initialCapacity) cap <<= 1;
+    this.#initial = cap;
+    this.#start =
+      this.#end =
+      this.#ts =
+      this.#lost =
+        NONE;
+    this.#flags = NO_FLAGS;
+    this.#mask = -1;
+  }
+
+  /** Bytes of storage held. */
+  get allocated(): number {
+    return (this.#mask + 1) * 33;
+  }
+
+  /** Gives the storage back; only when no segment is in flight. */
+  release(): void {
+    if (this.#count !== 0) return;
+    this.#start =
+      this.#end =
+      this.#ts =
+      this.#lost =
+        NONE;
+    this.#flags = NO_FLAGS;
+    this.#head = 0;
+    this.#mask = -1;
   }
 
   get count(): number {
@@ -119,7 +146,7 @@ export class SendLog {
   }
 
   #grow(): void {
-    const cap = (this.#mask + 1) * 2;
+    const cap = Math.max(this.#initial, (this.#mask + 1) * 2);
     const start = new Float64Array(cap), end = new Float64Array(cap);
     const ts = new Float64Array(cap), flags = new Uint8Array(cap), lost = new Float64Array(cap);
     for (let i = 0; i < this.#count; i++) {

@@ -573,6 +573,29 @@ export class Tcb implements TimerItem {
     return Math.min(this.rtxAt, this.rackAt, this.tlpAt, this.ackAt, this.keepAt, this.lifeAt);
   }
 
+  /** Frees the send ring, the send log and the SACK scoreboard: nothing is in flight. */
+  releaseSendSide(): void {
+    this.sendBuf.release();
+    this.sendLog.release();
+    this.scoreboard.release();
+  }
+
+  /**
+   * Gives back the storage of whatever is empty (rings, send log, range sets) and returns how
+   * many bytes that was; it grows back at the next segment. The layer calls it for connections
+   * that went quiet ({@link TcpLayer.trimIdle}).
+   */
+  releaseEmpty(): number {
+    const before = this.sendBuf.allocated + this.rcvBuf.allocated + this.sendLog.allocated +
+      this.scoreboard.allocated;
+    if (this.sendBuf.length === 0) this.sendBuf.release();
+    this.rcvBuf.releaseIfEmpty();
+    this.sendLog.release();
+    this.scoreboard.release();
+    return before - (this.sendBuf.allocated + this.rcvBuf.allocated + this.sendLog.allocated +
+      this.scoreboard.allocated);
+  }
+
   /** Stops every timer. */
   stopTimers(): void {
     this.rtxAt =
