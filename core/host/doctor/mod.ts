@@ -21,7 +21,13 @@ import { loadConfig } from "../../config/mod.ts";
 import type { Config } from "../../config/types.ts";
 import { formatIP, parseIP } from "../../wire/addr.ts";
 import { type EmbeddedWorld, embeddedWorld, HTTP_BODY, PEER_V4, WrapSession } from "./world.ts";
-import { inspectExecutable, inspectTarget, LaunchRefused, resolveCommand } from "../launch.ts";
+import {
+  inspectExecutable,
+  inspectTarget,
+  LaunchRefused,
+  resolveCommand,
+  type TargetInfo,
+} from "../launch.ts";
 import { permissionStates } from "../sandbox.ts";
 import { Tunnel } from "../tunnel/mod.ts";
 import { UdpTransport } from "../tunnel/udp.ts";
@@ -310,21 +316,32 @@ function targetCheck(name: string, arch?: string): Promise<string> {
     if (e instanceof LaunchRefused) throw fail(e.message, "check the name and PATH");
     throw e;
   }
-  let chain: string[];
+  let target: TargetInfo;
   try {
-    chain = inspectTarget(path, arch);
+    target = inspectTarget(path, arch);
   } catch (e) {
     if (!(e instanceof LaunchRefused)) throw e;
     throw fail(e.message, ALTERNATIVES);
   }
+  const chain = target.chain;
   const last = chain[chain.length - 1]!;
   const info = inspectExecutable(last);
+  const via = chain.length > 1 ? ` via ${chain.slice(0, -1).join(" → ")}` : "";
+  if (target.why) {
+    const what = target.why.reason === "static" ? "statically linked" : "a Go program";
+    return Promise.resolve(
+      `${last}${via}: ${target.why.file} is ${what}, not setuid: the supervisor's path ` +
+        `(seccomp: TCP out and in, connected UDP, DNS to the resolv.conf nameserver)`,
+    );
+  }
   const how = info.kind === "elf"
     ? `dynamically linked ${info.bits}-bit ELF for ${arch ?? Deno.build.arch}` +
       (info.interpreter ? ` (loader ${info.interpreter})` : "")
     : "not an ELF file; the interposer's HELLO will tell at run time";
-  const via = chain.length > 1 ? ` via ${chain.slice(0, -1).join(" → ")}` : "";
-  return Promise.resolve(`${last}${via}: ${how}, not setuid, not Go`);
+  return Promise.resolve(
+    `${last}${via}: ${how}, not setuid, not Go: the interposer's path (the supervisor's ` +
+      `filter behind it)`,
+  );
 }
 
 async function permissionCheck(): Promise<string> {

@@ -1,0 +1,261 @@
+/**
+ * Wrapping programs no interposer can enter (issue 12): `wrapguard run` starts every program under
+ * wrapguard-supervisor's seccomp filter. The wrapped side has a default route (to the peer
+ * namespace's veth address, inside a namespace this test created), so anything that escaped
+ * would get out; tcpdump on its interface must see only WireGuard's UDP.
+ *
+ * 1. A static C client (gcc -static) and a Go program (CGO_ENABLED=0, Debian's golang-go) fetch
+ *    10 MiB byte-exact from the peer and resolve a dnsmasq name.
+ * 2. A dynamic program that re-execs itself with an empty environment still reaches the peer,
+ *    never the host network.
+ * 3. A static server listening on the tunnel address is reached from the peer.
+ */
+import assert from "node:assert/strict";
+import { netnsTest, run, waitForPort, which, withTopology } from "./_support/netns.ts";
+import {
+  OURS4,
+  PEER4,
+  type RunWorld,
+  sha256,
+  SVC_NAME,
+  withRunWorld,
+  writeBlob,
+} from "./_support/run_world.ts";
+import { capture, leaks, stopCapture } from "./_support/capture.ts";
+
+const FIXTURES = new URL("./fixtures/seccomp/", import.meta.url).pathname;
+const BLOB_SIZE = 10 << 20;
+
+/** Builds the static C client into `dir`. */
+async function buildStaticC(dir: string): Promise<string> {
+  const out = `${dir}/fetch-static`;
+  const cc = await run(null, ["gcc", "-static", "-O2", "-o", out, `${FIXTURES}fetch.c`]);
+  assert.equal(cc.code, 0, cc.stderr);
+  return out;
+}
+
+/** Builds the Go client into `dir` (CGO_ENABLED=0: static, raw system calls). */
+async function buildGo(dir: string): Promise<string> {
+  const src = `${dir}/gosrc`;
+  await Deno.mkdir(src, { recursive: true });
+  await Deno.copyFile(`${FIXTURES}fetch.go`, `${src}/fetch.go`);
+  const out = `${dir}/fetch-go`;
+  const r = await run(null, ["go", "build", "-o", out, "fetch.go"], {
+    cwd: src,
+    env: {
+      CGO_ENABLED: "0",
+      GOCACHE: `${dir}/gocache`,
+      GOPATH: `${dir}/gopath`,
+      GOFLAGS: "-mod=mod",
+      GO111MODULE: "off",
+      HOME: dir,
+    },
+    timeoutMs: 120_000,
+  });
+  assert.equal(r.code, 0, r.stderr);
+  return out;
+}
+
+/** tcpdump's lines for WireGuard between our endpoint and wireguard-go's. */
+function wireguardOnly(w: RunWorld): RegExp {
+  const host = w.topo.hostAddr.replaceAll(".", "\\.");
+  const peer = w.topo.peerAddr.replaceAll(".", "\\.");
+  return new RegExp(
+    `IP ${host}\\.${w.listenPort} > ${peer}\\.${w.wg.listenPort}: UDP|` +
+      `IP ${peer}\\.${w.wg.listenPort} > ${host}\\.${w.listenPort}: UDP`,
+  );
+}
+
+/** Runs `fn` with tcpdump on the wrapped side's veth and asserts only WireGuard went out. */
+async function onlyWireguard(w: RunWorld, fn: () => Promise<void>): Promise<void> {
+  const dump = await capture(w.topo, w.host, w.topo.links[0]!.hostIf);
+  let lines: string[];
+  try {
+    await fn();
+  } finally {
+    lines = await stopCapture(dump);
+  }
+  const wg = wireguardOnly(w);
+  assert.ok(lines.some((l) => wg.test(l)), `no WireGuard packets captured:\n${lines.join("\n")}`);
+  // Between two wrapped runs nothing listens on our WireGuard port: the kernel answers
+  // wireguard-go's keepalives with port unreachable. Exactly that message is allowed.
+  const between = new RegExp(
+    `ICMP ${w.topo.hostAddr.replaceAll(".", "\\.")} udp port ${w.listenPort} unreachable`,
+  );
+  assert.deepEqual(
+    leaks(lines, wg).filter((l) => !between.test(l)),
+    [],
+    "packets other than WireGuard left the wrapped side",
+  );
+}
+
+async function withDefaultRoute(
+  fn: (w: RunWorld, blobSum: string) => Promise<void>,
+): Promise<void> {
+  await withTopology({ hostNamespace: true }, async (topo) => {
+    await withRunWorld(topo, {}, async (w) => {
+      await run(null, ["ip", "-n", w.host, "route", "add", "default", "via", topo.peerAddr], {
+        check: true,
+      });
+      const www = `${topo.tmpDir}/www`;
+      await Deno.mkdir(www);
+      const blobSum = await sha256(await writeBlob(`${www}/blob`, BLOB_SIZE));
+      topo.spawn(topo.peer, [
+        "python3",
+        "-m",
+        "http.server",
+        "--bind",
+        "::",
+        "--directory",
+        www,
+        "8080",
+      ]);
+      await waitForPort(topo.peer, 8080);
+      await fn(w, blobSum);
+    });
+  });
+}
+
+netnsTest(
+  "wrapguard run: a static C program and a Go program through the supervisor, nothing leaks",
+  async (t) => {
+    await withDefaultRoute(async (w, blobSum) => {
+      const dir = w.topo.tmpDir;
+      const staticC = await buildStaticC(dir);
+      const goProg = which("go") !== undefined ? await buildGo(dir) : undefined;
+
+      await onlyWireguard(w, async () => {
+        await t.step(
+          "static C: 10 MiB by address, byte-exact; tunnel addresses shown",
+          async () => {
+            const out = `${dir}/got-c`;
+            const r = await w.wrap([staticC, "fetch", PEER4, "8080", "/blob", out]);
+            assert.equal(r.code, 0, r.stderr);
+            assert.equal(await sha256(await Deno.readFile(out)), blobSum);
+            assert.match(r.stdout, new RegExp(`^peer ${PEER4} 8080$`, "m"));
+            assert.match(r.stdout, new RegExp(`^local ${OURS4} \\d+$`, "m"));
+          },
+        );
+        await t.step("static C: glibc's resolver asks the tunnel's dnsmasq", async () => {
+          // getaddrinfo in a static glibc sends UDP to resolv.conf's nameserver (the decoy)
+          // itself: redirected to the tunnel's DNS, the answer shown as from the decoy.
+          const r = await w.wrap([staticC, "resolve", SVC_NAME]);
+          assert.equal(r.code, 0, r.stderr);
+          assert.equal(r.stdout, `address ${PEER4} 0\n`);
+          // By name: getaddrinfo puts the IPv6 address first, an AF_INET6 socket connects.
+          const byName = await w.wrap([staticC, "fetch", SVC_NAME, "8080", "/blob", `${dir}/c2`]);
+          assert.equal(byName.code, 0, byName.stderr);
+          assert.equal(await sha256(await Deno.readFile(`${dir}/c2`)), blobSum);
+          assert.match(byName.stdout, /^peer fd77::1 8080$/m);
+          assert.match(byName.stdout, /^local fd77::2 \d+$/m);
+        });
+        if (goProg !== undefined) {
+          await t.step("Go: its own resolver asks the tunnel's dnsmasq", async () => {
+            const r = await w.wrap([goProg, "resolve", SVC_NAME]);
+            assert.equal(r.code, 0, r.stderr);
+            assert.equal(r.stdout, `address ${PEER4}\naddress fd77::1\n`);
+          });
+          await t.step("Go: 10 MiB by name, byte-exact", async () => {
+            const out = `${dir}/got-go-name`;
+            const r = await w.wrap([goProg, "fetch", `http://${SVC_NAME}:8080/blob`, out]);
+            assert.equal(r.code, 0, r.stderr);
+            assert.equal(await sha256(await Deno.readFile(out)), blobSum);
+          });
+          await t.step("Go: 10 MiB by address, byte-exact", async () => {
+            const out = `${dir}/got-go`;
+            const r = await w.wrap([goProg, "fetch", `http://${PEER4}:8080/blob`, out]);
+            assert.equal(r.code, 0, r.stderr);
+            assert.equal(await sha256(await Deno.readFile(out)), blobSum);
+            assert.match(r.stdout, new RegExp(`^peer ${PEER4}:8080$`, "m"));
+            assert.match(r.stdout, new RegExp(`^local ${OURS4}:\\d+$`, "m"));
+          });
+        }
+      });
+    });
+  },
+  { requires: ["tcpdump", "python3", "dnsmasq", "gcc"], timeoutMs: 240_000 },
+);
+
+/**
+ * Re-execs itself with an empty environment (no LD_PRELOAD, no WRAPGUARD_*, as a program that
+ * sanitises its environment does), then resolves a tunnel name and fetches the blob.
+ */
+const REEXEC = `
+import hashlib, os, socket, sys, urllib.request
+if sys.argv[1:] != ["child"]:
+    os.execve(sys.executable, [sys.executable, sys.argv[0], "child"], {})
+maps = open("/proc/self/maps").read()
+print("interposer", "yes" if "libwrapguard" in maps else "no")
+print("inherited", ",".join(k for k in os.environ if k == "LD_PRELOAD" or k.startswith("WRAPGUARD")))
+print("resolved", socket.getaddrinfo("${SVC_NAME}", 8080, socket.AF_INET)[0][4][0])
+body = urllib.request.urlopen("http://${PEER4}:8080/blob", timeout=20).read()
+print("sha256", hashlib.sha256(body).hexdigest())
+`;
+
+netnsTest(
+  "wrapguard run: a dynamic program that re-execs with an empty environment stays on the tunnel",
+  async (t) => {
+    await withDefaultRoute(async (w, blobSum) => {
+      const script = `${w.topo.tmpDir}/reexec.py`;
+      await Deno.writeTextFile(script, REEXEC);
+      await onlyWireguard(w, async () => {
+        await t.step(
+          "no interposer after the re-exec, yet the peer and its DNS are reached",
+          async () => {
+            const r = await w.wrap(["python3", script]);
+            assert.equal(r.code, 0, r.stderr);
+            assert.match(r.stdout, /^interposer no$/m);
+            assert.match(r.stdout, /^inherited $/m);
+            assert.match(r.stdout, new RegExp(`^resolved ${PEER4}$`, "m"));
+            assert.match(r.stdout, new RegExp(`^sha256 ${blobSum}$`, "m"));
+          },
+        );
+      });
+    });
+  },
+  { requires: ["tcpdump", "python3", "dnsmasq"], timeoutMs: 120_000 },
+);
+
+netnsTest(
+  "wrapguard run: a static server on the tunnel address is reached from the peer",
+  async (t) => {
+    await withDefaultRoute(async (w) => {
+      const www = `${w.topo.tmpDir}/static-www`;
+      await Deno.mkdir(www);
+      await Deno.writeTextFile(`${www}/small`, "from a static server\n");
+      const busybox = which("busybox")!;
+      await onlyWireguard(w, async () => {
+        for (
+          const [label, bind, port] of [
+            ["the tunnel address", `${OURS4}:8081`, 8081],
+            ["the wildcard", "8082", 8082],
+          ] as const
+        ) {
+          await t.step(`busybox httpd (static) bound to ${label}`, async () => {
+            const server = w.spawnWrapped([busybox, "httpd", "-f", "-p", bind, "-h", www]);
+            try {
+              const deadline = Date.now() + 15_000;
+              let got = "";
+              for (;;) {
+                const r = await run(w.topo.peer, [
+                  "curl",
+                  "-sS",
+                  "--max-time",
+                  "2",
+                  `http://${OURS4}:${port}/small`,
+                ]);
+                got = r.stdout;
+                if (r.code === 0 || Date.now() > deadline) break;
+                await new Promise((res) => setTimeout(res, 200));
+              }
+              assert.equal(got, "from a static server\n");
+            } finally {
+              await server.kill("SIGTERM");
+            }
+          });
+        }
+      });
+    });
+  },
+  { requires: ["tcpdump", "python3", "dnsmasq", "curl", "busybox"], timeoutMs: 120_000 },
+);
