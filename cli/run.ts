@@ -402,7 +402,10 @@ export async function main(args: string[]): Promise<number> {
     const status = await running.status;
     helloDone.abort();
     await helloCheck;
-    if (!broker.helloFrom(running.pid) && inspected.path === "supervisor") {
+    // The supervisor exits 126 with its reason before the program starts (a kernel without
+    // seccomp user notification, an unreachable broker).
+    const supervisorFailed = inspected.path === "supervisor" || status.code === 126;
+    if (!broker.helloFrom(running.pid) && supervisorFailed && !killed) {
       say(
         `the supervisor could not start ${name} (see its message above): its network traffic ` +
           `would not have gone through the tunnel`,

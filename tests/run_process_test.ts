@@ -99,6 +99,30 @@ function childrenOf(pid: number): number[] {
   return out;
 }
 
+/** Runs argv[1…] with seccomp(2) failing with ENOSYS (its own filter, no_new_privs first). */
+const NO_SECCOMP = `
+#include <errno.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+  struct sock_filter f[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_seccomp, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  struct sock_fprog p = {.len = 4, .filter = f};
+  if (argc < 2 || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+      prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &p) != 0) return 99;
+  execvp(argv[1], argv + 1);
+  return 98;
+}
+`;
+
 async function compile(source: string, out: string, flags: string[]): Promise<void> {
   const r = await run(null, ["gcc", ...flags, "-x", "c", "-o", out, "-"], { stdin: source });
   assert.equal(r.code, 0, r.stderr);
@@ -253,6 +277,23 @@ Deno.test("wrapguard run: usage errors and refused programs", async (t) => {
           assert.equal(s.code, 7, s.stderr);
           // Both run directories were removed at the end.
           assert.deepEqual(entries(tmp), []);
+        },
+      );
+      await t.step(
+        "a kernel without seccomp user notification: nothing runs, 126 with the reason",
+        async () => {
+          // A launcher whose own filter makes seccomp(2) fail with ENOSYS, as an old kernel would.
+          const noSeccomp = `${dir}/no-seccomp`;
+          await compile(NO_SECCOMP, noSeccomp, []);
+          const marker = `${dir}/ran`;
+          const r = await run(null, [
+            noSeccomp,
+            ...wrapguardArgv(["run", "--config", config, "--", "sh", "-c", `touch ${marker}`]),
+          ], { env: envFor(tmp), timeoutMs: 20_000 });
+          assert.equal(r.code, 126, r.stderr);
+          assert.match(r.stderr, /this kernel cannot supervise programs/);
+          assert.match(r.stderr, /the supervisor could not start sh/);
+          assert.equal(await Deno.stat(marker).then(() => true, () => false), false);
         },
       );
     }

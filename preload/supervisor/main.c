@@ -68,7 +68,7 @@ void sv_debug(const char *fmt, ...) {
 
 static const char *const lacks =
     "this kernel cannot supervise programs (seccomp user notification with pidfd_getfd, "
-    "Linux 5.9 or later, is needed)";
+    "Linux 5.8 or later, is needed)";
 
 /* S: takes the listener from P, says HELLO for it if asked, tells P, then serves. */
 static void supervise(pid_t p, int from_p, int to_p, int hello) {
