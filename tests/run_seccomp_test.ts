@@ -224,6 +224,17 @@ netnsTest(
       await Deno.mkdir(www);
       await Deno.writeTextFile(`${www}/small`, "from a static server\n");
       const busybox = which("busybox")!;
+      const goProg = which("go") !== undefined ? await buildGo(w.topo.tmpDir) : undefined;
+      /** Retries `argv` in the peer namespace until it succeeds (the server is starting). */
+      const fromPeer = async (argv: string[]): Promise<string> => {
+        const deadline = Date.now() + 15_000;
+        for (;;) {
+          const r = await run(w.topo.peer, argv);
+          if (r.code === 0 && r.stdout !== "") return r.stdout;
+          if (Date.now() > deadline) throw new Error(`${argv.join(" ")}: ${r.stderr}`);
+          await new Promise((res) => setTimeout(res, 200));
+        }
+      };
       await onlyWireguard(w, async () => {
         for (
           const [label, bind, port] of [
@@ -232,23 +243,31 @@ netnsTest(
           ] as const
         ) {
           await t.step(`busybox httpd (static) bound to ${label}`, async () => {
-            const server = w.spawnWrapped([busybox, "httpd", "-f", "-p", bind, "-h", www]);
+            const server = w.spawnWrapped([busybox, "httpd", "-f", "-vv", "-p", bind, "-h", www]);
             try {
-              const deadline = Date.now() + 15_000;
-              let got = "";
-              for (;;) {
-                const r = await run(w.topo.peer, [
-                  "curl",
-                  "-sS",
-                  "--max-time",
-                  "2",
-                  `http://${OURS4}:${port}/small`,
-                ]);
-                got = r.stdout;
-                if (r.code === 0 || Date.now() > deadline) break;
-                await new Promise((res) => setTimeout(res, 200));
-              }
+              const got = await fromPeer([
+                "curl",
+                "-sS",
+                "--max-time",
+                "2",
+                `http://${OURS4}:${port}/small`,
+              ]);
               assert.equal(got, "from a static server\n");
+            } finally {
+              await server.kill("SIGTERM");
+            }
+            // The accepted connection is shown as the tunnel peer, not the loopback relay.
+            assert.match(server.stderrText(), new RegExp(PEER4.replaceAll(".", "\\.")));
+            assert.doesNotMatch(server.stderrText(), /127\.0\.0\.1/);
+          });
+        }
+        if (goProg !== undefined) {
+          await t.step("a Go server on the tunnel address sees the tunnel peer", async () => {
+            const server = w.spawnWrapped([goProg, "serve", `${OURS4}:8083`]);
+            try {
+              await server.waitForOutput(/listening/, { timeoutMs: 15_000 });
+              const got = await fromPeer(["nc", "-w", "3", OURS4, "8083"]);
+              assert.match(got, new RegExp(`^go saw ${OURS4}:8083 from ${PEER4}:\\d+\n$`));
             } finally {
               await server.kill("SIGTERM");
             }
@@ -257,5 +276,5 @@ netnsTest(
       });
     });
   },
-  { requires: ["tcpdump", "python3", "dnsmasq", "curl", "busybox"], timeoutMs: 120_000 },
+  { requires: ["tcpdump", "python3", "dnsmasq", "curl", "busybox", "nc"], timeoutMs: 240_000 },
 );

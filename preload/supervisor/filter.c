@@ -7,7 +7,7 @@
  *                                                              programs fall back to plain calls)
  *   sendto with no address (connected sockets, the common case) -> allowed
  *   recvfrom that asks for no source address                -> allowed
- *   connect, bind, listen, sendto with an address, sendmsg, sendmmsg,
+ *   connect, bind, listen, accept, accept4, sendto with an address, sendmsg, sendmmsg,
  *   getsockname, getpeername, recvfrom asking for the source -> the supervisor (USER_NOTIF)
  *   everything else                                         -> allowed
  *
@@ -37,7 +37,11 @@
 
 /* The calls the supervisor answers. */
 static const int trapped[] = {
-    SYS_connect, SYS_bind, SYS_listen, SYS_sendmsg, SYS_sendmmsg, SYS_getsockname, SYS_getpeername,
+    SYS_connect,     SYS_bind,        SYS_listen,  SYS_sendmsg, SYS_sendmmsg,
+    SYS_getsockname, SYS_getpeername, SYS_accept4,
+#ifdef SYS_accept
+    SYS_accept,
+#endif
 };
 
 /* Jump targets, resolved once the program is laid out. */

@@ -7,13 +7,18 @@
  * thread checks every few seconds that the listening socket still exists (/proc/net/tcp{,6}
  * lists sockets by inode), since nothing tells the supervisor of the program's close.
  *
- * accept itself is the kernel's: the program sees the relay's loopback peer (getpeername, the
- * accept address), not the tunnel peer.
+ * accept on such a listener is done by the supervisor on its copy of the socket: the broker is
+ * asked (LOOKUP) which tunnel connection the loopback peer is, the new socket is recorded with
+ * the tunnel endpoints (getsockname/getpeername), the accept address is written as the tunnel
+ * peer, and the socket is installed in the program with SECCOMP_IOCTL_NOTIF_ADDFD (with
+ * SECCOMP_ADDFD_FLAG_SEND, which also answers the call with its number; Linux 5.14). A local
+ * client (LOOKUP says NOENT) is shown as it is.
  */
 #include "supervisor.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/ioctl.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -120,10 +125,16 @@ void *sv_tcp_listen(void *arg) {
     sv_reply(c->listener, c->id, bound ? EADDRINUSE : 0, 0);
     goto out;
   }
-  if (bound) {
-    e.kind = SV_LISTENING;
-    sv_table_put(&e);
+  if (!bound) {
+    memset(&e, 0, sizeof e);
+    e.ino = ino;
+    e.domain = c->domain;
+    e.local_family = family;
+    e.local = ep;
   }
+  e.kind = bound ? SV_LISTENING : SV_RELAYED;
+  e.local.port = req.local.port;
+  sv_table_put(&e);
   sv_debug("listen: fd %d, port %u, also in the tunnel", c->fd, req.local.port);
   sv_reply(c->listener, c->id, 0, 0);
   close(c->sock);
@@ -140,6 +151,107 @@ void *sv_tcp_listen(void *arg) {
   sv_table_drop(ino);
 out:
   if (c->sock >= 0) close(c->sock);
+  free(c);
+  return NULL;
+}
+
+#ifndef SECCOMP_ADDFD_FLAG_SEND
+#define SECCOMP_ADDFD_FLAG_SEND (1UL << 1)
+#endif
+
+/* Installs `a` in the program as the answer to the accept call `c`; -1 when it could not. */
+static int install(struct sv_call *c, int a, int cloexec) {
+  struct seccomp_notif_addfd add;
+  memset(&add, 0, sizeof add);
+  add.id = c->id;
+  add.flags = SECCOMP_ADDFD_FLAG_SEND;
+  add.srcfd = (uint32_t)a;
+  add.newfd_flags = cloexec ? O_CLOEXEC : 0;
+  if (ioctl(c->listener, SECCOMP_IOCTL_NOTIF_ADDFD, &add) >= 0) return 0;
+  if (errno != EINVAL) return -1;
+  /* Before Linux 5.14: install, then answer with the number. */
+  add.flags = 0;
+  int fd = ioctl(c->listener, SECCOMP_IOCTL_NOTIF_ADDFD, &add);
+  if (fd < 0) return -1;
+  sv_reply(c->listener, c->id, 0, fd);
+  return 0;
+}
+
+void *sv_tcp_accept(void *arg) {
+  struct sv_call *c = arg;
+  int flags = c->args[0] == 4 ? (int)c->args[4] : 0; /* accept4's flags */
+  int a = -1;
+  for (;;) {
+    struct sockaddr_storage peer;
+    socklen_t plen = sizeof peer;
+    if (!c->nonblock) {
+      struct pollfd p = {.fd = c->sock, .events = POLLIN};
+      int r = poll(&p, 1, 500);
+      if (r == 0 || (r < 0 && errno == EINTR)) {
+        if (!sv_valid(c->listener, c->id)) goto out;
+        continue;
+      }
+    }
+    a = accept4(c->sock, (struct sockaddr *)&peer, &plen, SOCK_CLOEXEC);
+    if (a < 0) {
+      if ((errno == EAGAIN || errno == EWOULDBLOCK) && !c->nonblock) continue;
+      sv_reply(c->listener, c->id, errno, 0);
+      goto out;
+    }
+    struct sv_entry e;
+    memset(&e, 0, sizeof e);
+    e.ino = sv_inode(a);
+    e.kind = SV_TCP;
+    e.domain = c->domain;
+    int mapped;
+    uint8_t family;
+    struct wgp_endpoint ep;
+    int tunnel = 0;
+    if (wg_sockaddr_parse((struct sockaddr *)&peer, plen, &family, &ep, &mapped) == 0 &&
+        wg_is_loopback(family, ep.addr)) {
+      int u = sv_broker_open();
+      struct wgp_request req;
+      memset(&req, 0, sizeof req);
+      req.op = WGP_OP_LOOKUP;
+      req.proto = WGP_PROTO_TCP;
+      req.family = family;
+      req.local.port = c->ep.port;
+      req.remote = ep;
+      struct wgp_reply rep;
+      if (u >= 0 && sv_broker_call(u, &req, &rep) == 0 && rep.status == WGP_OK) {
+        tunnel = 1;
+        e.local_family = e.remote_family = rep.family;
+        e.local = rep.local;
+        e.remote = rep.remote;
+        e.has_remote = 1;
+        sv_table_put(&e);
+      }
+      if (u >= 0) close(u);
+    }
+    if (flags & SOCK_NONBLOCK) fcntl(a, F_SETFL, O_NONBLOCK);
+    if (c->args[1] != 0 && c->args[2] != 0) {
+      struct sockaddr_storage shown;
+      socklen_t full = tunnel ? wg_sockaddr_build(c->domain, e.remote_family, &e.remote, &shown)
+                              : plen;
+      if (!tunnel) shown = peer;
+      socklen_t have = 0;
+      if (sv_read_mem(c->tid, c->args[2], &have, sizeof have) == 0) {
+        socklen_t part = have < full ? have : full;
+        if (part > 0) sv_write_mem(c->tid, c->args[1], &shown, part);
+        sv_write_mem(c->tid, c->args[2], &full, sizeof full);
+      }
+    }
+    if (install(c, a, (flags & SOCK_CLOEXEC) != 0) != 0) {
+      /* The thread is gone (killed): the connection goes with our copy. */
+      sv_table_drop(e.ino);
+    } else {
+      sv_debug("accept: fd %d: a %s connection", c->fd, tunnel ? "tunnel" : "local");
+    }
+    break;
+  }
+out:
+  if (a >= 0) close(a);
+  close(c->sock);
   free(c);
   return NULL;
 }

@@ -18,6 +18,7 @@
  *              peer the program connected to (udp.c); others continue
  *   bind of a tunnel address (TCP)                 -> bound to loopback instead (listen.c)
  *   listen on a socket bound there or on a wildcard -> also listened on in the tunnel
+ *   accept/accept4 on such a listener              -> accepted here, shown as the tunnel peer
  *
  * "continue" (SECCOMP_USER_NOTIF_FLAG_CONTINUE) lets the kernel run the call with the memory as
  * it is then: a program that rewrites the address between our read and the kernel's can pass a
@@ -431,6 +432,38 @@ static void on_listen(int listener, struct seccomp_notif *n) {
   sv_spawn(sv_tcp_listen, w);
 }
 
+static void on_accept(int listener, struct seccomp_notif *n, int four) {
+  int domain, type, err = 0;
+  int s = take_socket((pid_t)n->pid, (int)n->data.args[0], &domain, &type, &err);
+  if (s < 0) return sv_continue(listener, n->id);
+  struct sv_entry e;
+  if (!sv_table_get(sv_inode(s), &e) || (e.kind != SV_LISTENING && e.kind != SV_RELAYED)) {
+    close(s);
+    return sv_continue(listener, n->id);
+  }
+  struct sv_call *c = calloc(1, sizeof *c);
+  if (!c) {
+    close(s);
+    return sv_reply(listener, n->id, ENOBUFS, 0);
+  }
+  c->listener = listener;
+  c->id = n->id;
+  c->tid = (pid_t)n->pid;
+  c->fd = (int)n->data.args[0];
+  c->sock = s;
+  c->domain = domain;
+  c->ep = e.local;
+  memcpy(c->args, n->data.args, sizeof c->args);
+  c->args[0] = four ? 4 : 0; /* the fd is in c->fd; args[0] says which call */
+  int fl = fcntl(s, F_GETFL);
+  c->nonblock = fl >= 0 && (fl & O_NONBLOCK);
+  if (c->nonblock) {
+    sv_tcp_accept(c); /* answered at once: a connection, or EAGAIN */
+    return;
+  }
+  sv_spawn(sv_tcp_accept, c);
+}
+
 static void handle(int listener, struct seccomp_notif *n) {
   long nr = n->data.nr;
   if (nr == SYS_connect) return on_connect(listener, n);
@@ -442,6 +475,10 @@ static void handle(int listener, struct seccomp_notif *n) {
   if (nr == SYS_getsockname) return on_name(listener, n, 0);
   if (nr == SYS_getpeername) return on_name(listener, n, 1);
   if (nr == SYS_recvfrom) return on_recvfrom(listener, n);
+#ifdef SYS_accept
+  if (nr == SYS_accept) return on_accept(listener, n, 0);
+#endif
+  if (nr == SYS_accept4) return on_accept(listener, n, 1);
   if (nr == SYS_bind) return on_bind(listener, n);
   if (nr == SYS_listen) return on_listen(listener, n);
   sv_continue(listener, n->id);

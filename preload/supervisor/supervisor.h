@@ -107,12 +107,15 @@ void *sv_udp_connect(void *call);
 /* bind of a tunnel address: the socket is bound to loopback instead (synchronously). */
 void sv_tcp_bind(struct sv_call *call);
 void *sv_tcp_listen(void *call);
+/* accept/accept4 on a listener the supervisor put on the tunnel (args: the call's). */
+void *sv_tcp_accept(void *call);
 /* A loopback address of `domain` for a socket (`v6only` AF_INET6 sockets need ::1), and port. */
 socklen_t sv_loopback(int domain, int v6only, uint16_t port, struct sockaddr_storage *out);
 
 /* ---- table.c ---- */
 
-enum sv_kind { SV_TCP = 1, SV_UDP = 2, SV_BOUND = 3, SV_LISTENING = 4 };
+/* SV_LISTENING: bound to a tunnel address; SV_RELAYED: a wildcard listener the broker relays to. */
+enum sv_kind { SV_TCP = 1, SV_UDP = 2, SV_BOUND = 3, SV_LISTENING = 4, SV_RELAYED = 5 };
 
 struct sv_entry {
   uint64_t ino;
