@@ -136,6 +136,21 @@ netnsTest(
             assert.match(r.stdout, new RegExp(`^local ${OURS4} \\d+$`, "m"));
           },
         );
+        await t.step("static C: errors are the kernel's; the kill switch holds", async () => {
+          // Nothing listens on port 1 of the peer: its RST comes back through the broker.
+          const refused = await w.wrap([staticC, "fetch", PEER4, "1", "/", `${dir}/none`]);
+          assert.equal(refused.code, 1);
+          assert.match(refused.stderr, /connect: Connection refused/);
+          // The peer's veth address is routed (default route) but not a tunnel destination.
+          const ks = await w.wrap(
+            [staticC, "fetch", w.topo.peerAddr, "8080", "/blob", `${dir}/x`],
+            {
+              args: ["--kill-switch"],
+            },
+          );
+          assert.equal(ks.code, 1);
+          assert.match(ks.stderr, /connect: Network is unreachable/);
+        });
         await t.step("static C: glibc's resolver asks the tunnel's dnsmasq", async () => {
           // getaddrinfo in a static glibc sends UDP to resolv.conf's nameserver (the decoy)
           // itself: redirected to the tunnel's DNS, the answer shown as from the decoy.
