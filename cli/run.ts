@@ -95,7 +95,7 @@ children inherit: what escapes the interposer (a static or Go program, a child
 that clears its environment) is still answered by the supervisor, and never
 reaches a tunnel destination over the host network. Dynamically linked programs
 take the interposer's fast path; static and Go programs the supervisor's (TCP
-out and in; connected UDP and DNS to the resolv.conf nameserver). setuid/setgid
+out and in; UDP; DNS to the resolv.conf nameserver). setuid/setgid
 programs are refused (use 'wrapguard forward' or 'wrapguard proxy'). 'wrapguard
 doctor -- COMMAND' tells which path a program takes.
 

@@ -5,10 +5,13 @@
  * would get out; tcpdump on its interface must see only WireGuard's UDP.
  *
  * 1. A static C client (gcc -static) and a Go program (CGO_ENABLED=0, Debian's golang-go) fetch
- *    10 MiB byte-exact from the peer and resolve a dnsmasq name.
+ *    10 MiB byte-exact from the peer and resolve a dnsmasq name; errors are the kernel's; both
+ *    send and receive unconnected UDP.
  * 2. A dynamic program that re-execs itself with an empty environment still reaches the peer,
  *    never the host network.
- * 3. A static server listening on the tunnel address is reached from the peer.
+ * 3. A static server listening on the tunnel address is reached from the peer (busybox httpd on
+ *    the tunnel address and the wildcard, a Go TCP and a Go UDP server), which sees the tunnel
+ *    peer's address.
  */
 import assert from "node:assert/strict";
 import { netnsTest, run, waitForPort, which, withTopology } from "./_support/netns.ts";
@@ -24,6 +27,7 @@ import {
 import { capture, leaks, stopCapture } from "./_support/capture.ts";
 
 const FIXTURES = new URL("./fixtures/seccomp/", import.meta.url).pathname;
+const UDP_ECHO = new URL("./_support/udp_echo.py", import.meta.url).pathname;
 const BLOB_SIZE = 10 << 20;
 
 /** Builds the static C client into `dir`. */
@@ -110,7 +114,9 @@ async function withDefaultRoute(
         www,
         "8080",
       ]);
+      topo.spawn(topo.peer, ["python3", UDP_ECHO, "server", PEER4, "9999"]);
       await waitForPort(topo.peer, 8080);
+      await waitForPort(topo.peer, 9999, "udp");
       await fn(w, blobSum);
     });
   });
@@ -164,7 +170,17 @@ netnsTest(
           assert.match(byName.stdout, /^peer fd77::1 8080$/m);
           assert.match(byName.stdout, /^local fd77::2 \d+$/m);
         });
+        await t.step("static C: unconnected UDP, sendto and recvfrom", async () => {
+          const r = await w.wrap([staticC, "udp", PEER4, "9999"]);
+          assert.equal(r.code, 0, r.stderr);
+          assert.equal(r.stdout, `reply static udp\nfrom ${PEER4} 9999\n`);
+        });
         if (goProg !== undefined) {
+          await t.step("Go: unconnected UDP, WriteTo and ReadFrom", async () => {
+            const r = await w.wrap([goProg, "udp", `${PEER4}:9999`]);
+            assert.equal(r.code, 0, r.stderr);
+            assert.equal(r.stdout, `reply go udp\nfrom ${PEER4}:9999\n`);
+          });
           await t.step("Go: its own resolver asks the tunnel's dnsmasq", async () => {
             const r = await w.wrap([goProg, "resolve", SVC_NAME]);
             assert.equal(r.code, 0, r.stderr);
@@ -277,6 +293,31 @@ netnsTest(
           });
         }
         if (goProg !== undefined) {
+          await t.step("a Go UDP server on the tunnel address answers the peer", async () => {
+            const server = w.spawnWrapped([goProg, "udpserve", `${OURS4}:9997`]);
+            try {
+              await server.waitForOutput(/listening/, { timeoutMs: 15_000 });
+              const got = await fromPeer([
+                "python3",
+                "-c",
+                `import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("${PEER4}", 0)); s.settimeout(1)
+for _ in range(5):
+    s.sendto(b"hi", ("${OURS4}", 9997))
+    try:
+        print(s.recvfrom(100)[0].decode(), s.getsockname()[1]); break
+    except socket.timeout:
+        pass`,
+              ]);
+              // The reply names the peer's own address and port (the last word is that port).
+              const m = /^hi saw (\S+) (\d+)$/.exec(got.trim());
+              assert.ok(m, got);
+              assert.equal(m[1], `${PEER4}:${m[2]}`);
+            } finally {
+              await server.kill("SIGTERM");
+            }
+          });
           await t.step("a Go server on the tunnel address sees the tunnel peer", async () => {
             const server = w.spawnWrapped([goProg, "serve", `${OURS4}:8083`]);
             try {

@@ -11,12 +11,14 @@
  *              tunnel, TCP                        -> worker: tcp.c
  *              tunnel, UDP                        -> worker: udp.c
  *              tunnel, another type               -> ENETUNREACH
- *   sendto / sendmsg / sendmmsg with an address: continue unless it is a tunnel or denied
- *              destination (ENETUNREACH: unconnected UDP to the tunnel is not relayed yet)
+ *   sendto / sendmsg with an address: continue unless it is a tunnel or denied destination;
+ *              a UDP datagram to the tunnel is sent here as a frame (dgram.c); denied, and
+ *              sendmmsg naming the tunnel: ENETUNREACH
  *   getsockname / getpeername of a socket we relay -> the tunnel endpoints; others continue
  *   recvfrom with an address, on a UDP socket we relay -> read here, the source shown as the
  *              peer the program connected to (udp.c); others continue
- *   bind of a tunnel address (TCP)                 -> bound to loopback instead (listen.c)
+ *   bind of a tunnel address                       -> bound to loopback instead (TCP: listen.c,
+ *              UDP: dgram.c, which also starts the association)
  *   listen on a socket bound there or on a wildcard -> also listened on in the tunnel
  *   accept/accept4 on such a listener              -> accepted here, shown as the tunnel peer
  *
@@ -216,9 +218,31 @@ static void on_connect(int listener, struct seccomp_notif *n) {
   sv_reply(listener, c.id, ENETUNREACH, 0);
 }
 
-/* A datagram's destination. A TCP socket ignores it (unless MSG_FASTOPEN, which connects). */
+/* Reads the `n` remote iovecs at `iov` of the program into one buffer (at most 64 KiB); returns
+ * its length, or -1 with errno. */
+static ssize_t gather(pid_t tid, const struct iovec *iov, size_t n, uint8_t *out) {
+  size_t have = 0;
+  for (size_t i = 0; i < n; i++) {
+    size_t len = iov[i].iov_len;
+    if (len > WGP_MAX_DATAGRAM - have) {
+      errno = EMSGSIZE;
+      return -1;
+    }
+    if (len > 0 && sv_read_mem(tid, (uint64_t)(uintptr_t)iov[i].iov_base, out + have, len) != 0) {
+      return -1;
+    }
+    have += len;
+  }
+  return (ssize_t)have;
+}
+
+/*
+ * A datagram's destination. A TCP socket ignores it (unless MSG_FASTOPEN, which connects). A UDP
+ * datagram to a tunnel destination is read from the program and sent as a frame (dgram.c);
+ * `iov` (n entries, in the program's memory) is its payload.
+ */
 static void on_send_to(int listener, struct seccomp_notif *n, uint64_t addr, uint64_t len,
-                       uint64_t flags) {
+                       uint64_t flags, const struct iovec *iov, size_t niov) {
   uint8_t family, shown_family;
   struct wgp_endpoint ep, shown;
   enum verdict v = decide((pid_t)n->pid, addr, len, &family, &ep, &shown_family, &shown);
@@ -227,11 +251,38 @@ static void on_send_to(int listener, struct seccomp_notif *n, uint64_t addr, uin
   if (v == V_TUNNEL && !(flags & MSG_FASTOPEN)) {
     int domain, type, err = 0;
     int s = take_socket((pid_t)n->pid, (int)n->data.args[0], &domain, &type, &err);
+    if (s >= 0 && type == SOCK_STREAM) {
+      close(s);
+      return sv_continue(listener, n->id);
+    }
+    if (s >= 0 && type == SOCK_DGRAM && (domain == AF_INET || domain == AF_INET6)) {
+      int e = 0;
+      ssize_t got = -1;
+      uint8_t *buf = malloc(WGP_MAX_DATAGRAM);
+      if (domain == AF_INET && shown_family == WGP_FAMILY_V6) {
+        e = EAFNOSUPPORT;
+      } else if (!buf) {
+        e = ENOBUFS;
+      } else if ((got = gather((pid_t)n->pid, iov, niov, buf)) < 0) {
+        e = errno;
+      } else {
+        e = sv_dgram_send(s, domain, family, &ep, buf, (size_t)got);
+      }
+      free(buf);
+      close(s);
+      if (e == 0) sv_debug("send: a datagram through the tunnel");
+      return sv_reply(listener, n->id, e, got);
+    }
     if (s >= 0) close(s);
-    if (s >= 0 && type == SOCK_STREAM) return sv_continue(listener, n->id);
   }
-  sv_debug("send: a datagram to a tunnel or denied destination refused");
+  sv_debug("send: a datagram to a denied destination refused");
   sv_reply(listener, n->id, ENETUNREACH, 0);
+}
+
+static void on_sendto(int listener, struct seccomp_notif *n) {
+  struct iovec one = {.iov_base = (void *)(uintptr_t)n->data.args[1],
+                      .iov_len = (size_t)n->data.args[2]};
+  on_send_to(listener, n, n->data.args[4], n->data.args[5], n->data.args[3], &one, 1);
 }
 
 static void on_sendmsg(int listener, struct seccomp_notif *n) {
@@ -241,7 +292,14 @@ static void on_sendmsg(int listener, struct seccomp_notif *n) {
     return sv_reply(listener, n->id, ENETUNREACH, 0);
   }
   if (m.msg_name == NULL || m.msg_namelen == 0) return sv_continue(listener, n->id);
-  on_send_to(listener, n, (uint64_t)(uintptr_t)m.msg_name, m.msg_namelen, n->data.args[2]);
+  struct iovec iov[64];
+  size_t niov = m.msg_iovlen < 64 ? m.msg_iovlen : 64;
+  if (niov > 0 && sv_read_mem((pid_t)n->pid, (uint64_t)(uintptr_t)m.msg_iov, iov,
+                              niov * sizeof iov[0]) != 0) {
+    return sv_reply(listener, n->id, EFAULT, 0);
+  }
+  on_send_to(listener, n, (uint64_t)(uintptr_t)m.msg_name, m.msg_namelen, n->data.args[2], iov,
+             niov);
 }
 
 static void on_sendmmsg(int listener, struct seccomp_notif *n) {
@@ -279,7 +337,7 @@ static void on_name(int listener, struct seccomp_notif *n, int peer) {
   struct sv_entry e;
   int ours = sv_table_get(sv_inode(s), &e);
   close(s);
-  if (!ours) return sv_continue(listener, n->id);
+  if (!ours || e.kind == SV_UDP_OPEN) return sv_continue(listener, n->id);
   if (peer && !e.has_remote) return sv_reply(listener, n->id, ENOTCONN, 0);
   struct sockaddr_storage ss;
   socklen_t full = peer ? wg_sockaddr_build(e.domain, e.remote_family, &e.remote, &ss)
@@ -306,7 +364,9 @@ static void on_recvfrom(int listener, struct seccomp_notif *n) {
   int s = take_socket((pid_t)n->pid, (int)n->data.args[0], &domain, &type, &err);
   if (s < 0) return sv_continue(listener, n->id);
   struct sv_entry e;
-  if (type != SOCK_DGRAM || !sv_table_get(sv_inode(s), &e) || e.kind != SV_UDP) {
+  uint64_t ino = sv_inode(s);
+  if (type != SOCK_DGRAM || !sv_table_get(ino, &e) ||
+      (e.kind != SV_UDP && e.kind != SV_UDP_OPEN && e.kind != SV_UDP_BOUND)) {
     close(s);
     return sv_continue(listener, n->id);
   }
@@ -323,6 +383,7 @@ static void on_recvfrom(int listener, struct seccomp_notif *n) {
   c->domain = e.domain;
   c->shown_family = e.remote_family;
   c->shown = e.remote;
+  c->type = e.kind; /* which kind of relay: the source shown depends on it */
   c->arg = n->data.args[3];
   memcpy(c->args, n->data.args, sizeof c->args);
   int fl = fcntl(s, F_GETFL);
@@ -341,8 +402,11 @@ static void *recvfrom_worker(void *arg) {
   int flags = (int)c->arg | MSG_DONTWAIT;
   ssize_t n = -1;
   int e = ENOBUFS;
+  struct sockaddr_storage from;
+  socklen_t fromlen = 0;
   while (buf) {
-    n = recv(c->sock, buf, want, flags);
+    fromlen = sizeof from;
+    n = recvfrom(c->sock, buf, want, flags, (struct sockaddr *)&from, &fromlen);
     e = errno;
     if (n >= 0 || (e != EAGAIN && e != EWOULDBLOCK) || c->nonblock || (c->arg & MSG_DONTWAIT)) {
       break;
@@ -357,7 +421,20 @@ static void *recvfrom_worker(void *arg) {
   }
   size_t copy = (size_t)n < want ? (size_t)n : want;
   struct sockaddr_storage ss;
-  socklen_t full = wg_sockaddr_build(c->domain, c->shown_family, &c->shown, &ss);
+  socklen_t full;
+  uint8_t family;
+  struct wgp_endpoint ep;
+  int mapped;
+  if (c->type == SV_UDP) {
+    full = wg_sockaddr_build(c->domain, c->shown_family, &c->shown, &ss);
+  } else if (wg_sockaddr_parse((struct sockaddr *)&from, fromlen, &family, &ep, &mapped) == 0 &&
+             wg_is_loopback(family, ep.addr) &&
+             sv_dgram_source(sv_inode(c->sock), ep.port, &family, &ep)) {
+    full = wg_sockaddr_build(c->domain, family, &ep, &ss); /* a tunnel peer's datagram */
+  } else {
+    ss = from; /* from the host network: as it is */
+    full = fromlen;
+  }
   socklen_t have = 0;
   if ((copy > 0 && sv_write_mem(c->tid, c->args[1], buf, copy) != 0) ||
       (c->args[5] != 0 && sv_read_mem(c->tid, c->args[5], &have, sizeof have) != 0)) {
@@ -403,7 +480,15 @@ static void on_bind(int listener, struct seccomp_notif *n) {
   int err = 0;
   c.sock = take_socket(c.tid, c.fd, &c.domain, &c.type, &err);
   if (c.sock < 0) return err ? sv_reply(listener, c.id, err, 0) : sv_continue(listener, c.id);
-  sv_tcp_bind(&c);
+  if (c.type == SOCK_DGRAM && (c.domain == AF_INET || c.domain == AF_INET6)) {
+    int e = c.domain == AF_INET && c.family == WGP_FAMILY_V6
+                ? EAFNOSUPPORT
+                : sv_dgram_bind(c.sock, c.domain, c.family, &c.ep);
+    if (e == 0) sv_debug("bind: UDP fd %d on the tunnel address, port %u", c.fd, c.ep.port);
+    sv_reply(listener, c.id, e, 0);
+  } else {
+    sv_tcp_bind(&c);
+  }
   close(c.sock);
 }
 
@@ -467,9 +552,7 @@ static void on_accept(int listener, struct seccomp_notif *n, int four) {
 static void handle(int listener, struct seccomp_notif *n) {
   long nr = n->data.nr;
   if (nr == SYS_connect) return on_connect(listener, n);
-  if (nr == SYS_sendto) {
-    return on_send_to(listener, n, n->data.args[4], n->data.args[5], n->data.args[3]);
-  }
+  if (nr == SYS_sendto) return on_sendto(listener, n);
   if (nr == SYS_sendmsg) return on_sendmsg(listener, n);
   if (nr == SYS_sendmmsg) return on_sendmmsg(listener, n);
   if (nr == SYS_getsockname) return on_name(listener, n, 0);

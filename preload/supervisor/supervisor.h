@@ -10,6 +10,7 @@
  *   serve.c    the notification loop and the decision per call
  *   tcp.c      TCP connect through the broker, relayed over loopback to the program's socket
  *   udp.c      connected UDP (and DNS redirected to the tunnel) through the broker's frames
+ *   dgram.c    unconnected UDP and UDP servers on a tunnel address: sendto answered as frames
  *   listen.c   a server's listener on a tunnel or wildcard address, reached from the tunnel
  *   table.c    what the supervisor knows about the program's sockets, by inode
  *
@@ -112,10 +113,31 @@ void *sv_tcp_accept(void *call);
 /* A loopback address of `domain` for a socket (`v6only` AF_INET6 sockets need ::1), and port. */
 socklen_t sv_loopback(int domain, int v6only, uint16_t port, struct sockaddr_storage *out);
 
+/* ---- dgram.c ---- */
+
+/* A datagram from the program's UDP socket `sock` (our copy) to a tunnel destination, sent as a
+ * frame (the association is started on first use). 0 or an errno. */
+int sv_dgram_send(int sock, int domain, uint8_t family, const struct wgp_endpoint *to,
+                  const uint8_t *payload, size_t len);
+/* bind of a UDP socket to a tunnel address: bound to loopback, the association started. */
+int sv_dgram_bind(int sock, int domain, uint8_t family, const struct wgp_endpoint *local);
+/* The tunnel peer behind loopback source `port` of a datagram to socket `ino`; 1 when known. */
+int sv_dgram_source(uint64_t ino, uint16_t port, uint8_t *family, struct wgp_endpoint *ep);
+
 /* ---- table.c ---- */
 
 /* SV_LISTENING: bound to a tunnel address; SV_RELAYED: a wildcard listener the broker relays to. */
-enum sv_kind { SV_TCP = 1, SV_UDP = 2, SV_BOUND = 3, SV_LISTENING = 4, SV_RELAYED = 5 };
+/* SV_UDP: connected UDP (udp.c); SV_UDP_OPEN: an unconnected one that sent to the tunnel,
+ * SV_UDP_BOUND: one bound to a tunnel address (dgram.c). */
+enum sv_kind {
+  SV_TCP = 1,
+  SV_UDP = 2,
+  SV_BOUND = 3,
+  SV_LISTENING = 4,
+  SV_RELAYED = 5,
+  SV_UDP_OPEN = 6,
+  SV_UDP_BOUND = 7,
+};
 
 struct sv_entry {
   uint64_t ino;

@@ -378,7 +378,7 @@ function targetCheck(name: string, arch?: string): Promise<string> {
     const what = target.why.reason === "static" ? "statically linked" : "a Go program";
     return Promise.resolve(
       `${last}${via}: ${target.why.file} is ${what}, not setuid: the supervisor's path ` +
-        `(seccomp: TCP out and in, connected UDP, DNS to the resolv.conf nameserver)`,
+        `(seccomp: TCP and UDP out and in, DNS to the resolv.conf nameserver)`,
     );
   }
   const how = info.kind === "elf"
