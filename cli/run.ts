@@ -87,8 +87,8 @@ ${TUNNEL_OPTIONS_HELP}
                         (on by default when AllowedIPs covers 0.0.0.0/0 or ::/0)
   -h, --help
 
-With --log-level debug (and no --log-file) the interposer also prints its
-decisions on COMMAND's stderr. 'wrapguard show' lists the running tunnel.
+With --log-level debug (and no --log-file) the interposer and the supervisor
+also print their decisions on COMMAND's stderr. 'wrapguard show' lists the running tunnel.
 
 Every program runs under a seccomp filter (wrapguard-supervisor) that it and its
 children inherit: what escapes the interposer (a static or Go program, a child

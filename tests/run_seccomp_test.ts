@@ -128,7 +128,7 @@ netnsTest(
     await withDefaultRoute(async (w, blobSum) => {
       const dir = w.topo.tmpDir;
       const staticC = await buildStaticC(dir);
-      const goProg = which("go") !== undefined ? await buildGo(dir) : undefined;
+      const goProg = await buildGo(dir);
 
       await onlyWireguard(w, async () => {
         await t.step(
@@ -140,6 +140,21 @@ netnsTest(
             assert.equal(await sha256(await Deno.readFile(out)), blobSum);
             assert.match(r.stdout, new RegExp(`^peer ${PEER4} 8080$`, "m"));
             assert.match(r.stdout, new RegExp(`^local ${OURS4} \\d+$`, "m"));
+          },
+        );
+        await t.step(
+          "a static shell's children stay on the tunnel (busybox sh, wget)",
+          async () => {
+            const busybox = which("busybox")!;
+            const out = `${dir}/got-bb`;
+            const r = await w.wrap([
+              busybox,
+              "sh",
+              "-c",
+              `${busybox} wget -q -O ${out} http://${PEER4}:8080/blob && echo done`,
+            ]);
+            assert.equal(r.stdout, "done\n", r.stderr);
+            assert.equal(await sha256(await Deno.readFile(out)), blobSum);
           },
         );
         await t.step("static C: errors are the kernel's; the kill switch holds", async () => {
@@ -175,36 +190,34 @@ netnsTest(
           assert.equal(r.code, 0, r.stderr);
           assert.equal(r.stdout, `reply static udp\nfrom ${PEER4} 9999\n`);
         });
-        if (goProg !== undefined) {
-          await t.step("Go: unconnected UDP, WriteTo and ReadFrom", async () => {
-            const r = await w.wrap([goProg, "udp", `${PEER4}:9999`]);
-            assert.equal(r.code, 0, r.stderr);
-            assert.equal(r.stdout, `reply go udp\nfrom ${PEER4}:9999\n`);
-          });
-          await t.step("Go: its own resolver asks the tunnel's dnsmasq", async () => {
-            const r = await w.wrap([goProg, "resolve", SVC_NAME]);
-            assert.equal(r.code, 0, r.stderr);
-            assert.equal(r.stdout, `address ${PEER4}\naddress fd77::1\n`);
-          });
-          await t.step("Go: 10 MiB by name, byte-exact", async () => {
-            const out = `${dir}/got-go-name`;
-            const r = await w.wrap([goProg, "fetch", `http://${SVC_NAME}:8080/blob`, out]);
-            assert.equal(r.code, 0, r.stderr);
-            assert.equal(await sha256(await Deno.readFile(out)), blobSum);
-          });
-          await t.step("Go: 10 MiB by address, byte-exact", async () => {
-            const out = `${dir}/got-go`;
-            const r = await w.wrap([goProg, "fetch", `http://${PEER4}:8080/blob`, out]);
-            assert.equal(r.code, 0, r.stderr);
-            assert.equal(await sha256(await Deno.readFile(out)), blobSum);
-            assert.match(r.stdout, new RegExp(`^peer ${PEER4}:8080$`, "m"));
-            assert.match(r.stdout, new RegExp(`^local ${OURS4}:\\d+$`, "m"));
-          });
-        }
+        await t.step("Go: unconnected UDP, WriteTo and ReadFrom", async () => {
+          const r = await w.wrap([goProg, "udp", `${PEER4}:9999`]);
+          assert.equal(r.code, 0, r.stderr);
+          assert.equal(r.stdout, `reply go udp\nfrom ${PEER4}:9999\n`);
+        });
+        await t.step("Go: its own resolver asks the tunnel's dnsmasq", async () => {
+          const r = await w.wrap([goProg, "resolve", SVC_NAME]);
+          assert.equal(r.code, 0, r.stderr);
+          assert.equal(r.stdout, `address ${PEER4}\naddress fd77::1\n`);
+        });
+        await t.step("Go: 10 MiB by name, byte-exact", async () => {
+          const out = `${dir}/got-go-name`;
+          const r = await w.wrap([goProg, "fetch", `http://${SVC_NAME}:8080/blob`, out]);
+          assert.equal(r.code, 0, r.stderr);
+          assert.equal(await sha256(await Deno.readFile(out)), blobSum);
+        });
+        await t.step("Go: 10 MiB by address, byte-exact", async () => {
+          const out = `${dir}/got-go`;
+          const r = await w.wrap([goProg, "fetch", `http://${PEER4}:8080/blob`, out]);
+          assert.equal(r.code, 0, r.stderr);
+          assert.equal(await sha256(await Deno.readFile(out)), blobSum);
+          assert.match(r.stdout, new RegExp(`^peer ${PEER4}:8080$`, "m"));
+          assert.match(r.stdout, new RegExp(`^local ${OURS4}:\\d+$`, "m"));
+        });
       });
     });
   },
-  { requires: ["tcpdump", "python3", "dnsmasq", "gcc"], timeoutMs: 240_000 },
+  { requires: ["tcpdump", "python3", "dnsmasq", "gcc", "go", "busybox"], timeoutMs: 240_000 },
 );
 
 /**
@@ -255,7 +268,7 @@ netnsTest(
       await Deno.mkdir(www);
       await Deno.writeTextFile(`${www}/small`, "from a static server\n");
       const busybox = which("busybox")!;
-      const goProg = which("go") !== undefined ? await buildGo(w.topo.tmpDir) : undefined;
+      const goProg = await buildGo(w.topo.tmpDir);
       /** Retries `argv` in the peer namespace until it succeeds (the server is starting). */
       const fromPeer = async (argv: string[]): Promise<string> => {
         const deadline = Date.now() + 15_000;
@@ -292,15 +305,14 @@ netnsTest(
             assert.doesNotMatch(server.stderrText(), /127\.0\.0\.1/);
           });
         }
-        if (goProg !== undefined) {
-          await t.step("a Go UDP server on the tunnel address answers the peer", async () => {
-            const server = w.spawnWrapped([goProg, "udpserve", `${OURS4}:9997`]);
-            try {
-              await server.waitForOutput(/listening/, { timeoutMs: 15_000 });
-              const got = await fromPeer([
-                "python3",
-                "-c",
-                `import socket
+        await t.step("a Go UDP server on the tunnel address answers the peer", async () => {
+          const server = w.spawnWrapped([goProg, "udpserve", `${OURS4}:9997`]);
+          try {
+            await server.waitForOutput(/listening/, { timeoutMs: 15_000 });
+            const got = await fromPeer([
+              "python3",
+              "-c",
+              `import socket
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("${PEER4}", 0)); s.settimeout(1)
 for _ in range(5):
@@ -309,28 +321,30 @@ for _ in range(5):
         print(s.recvfrom(100)[0].decode(), s.getsockname()[1]); break
     except socket.timeout:
         pass`,
-              ]);
-              // The reply names the peer's own address and port (the last word is that port).
-              const m = /^hi saw (\S+) (\d+)$/.exec(got.trim());
-              assert.ok(m, got);
-              assert.equal(m[1], `${PEER4}:${m[2]}`);
-            } finally {
-              await server.kill("SIGTERM");
-            }
-          });
-          await t.step("a Go server on the tunnel address sees the tunnel peer", async () => {
-            const server = w.spawnWrapped([goProg, "serve", `${OURS4}:8083`]);
-            try {
-              await server.waitForOutput(/listening/, { timeoutMs: 15_000 });
-              const got = await fromPeer(["nc", "-w", "3", OURS4, "8083"]);
-              assert.match(got, new RegExp(`^go saw ${OURS4}:8083 from ${PEER4}:\\d+\n$`));
-            } finally {
-              await server.kill("SIGTERM");
-            }
-          });
-        }
+            ]);
+            // The reply names the peer's own address and port (the last word is that port).
+            const m = /^hi saw (\S+) (\d+)$/.exec(got.trim());
+            assert.ok(m, got);
+            assert.equal(m[1], `${PEER4}:${m[2]}`);
+          } finally {
+            await server.kill("SIGTERM");
+          }
+        });
+        await t.step("a Go server on the tunnel address sees the tunnel peer", async () => {
+          const server = w.spawnWrapped([goProg, "serve", `${OURS4}:8083`]);
+          try {
+            await server.waitForOutput(/listening/, { timeoutMs: 15_000 });
+            const got = await fromPeer(["nc", "-w", "3", OURS4, "8083"]);
+            assert.match(got, new RegExp(`^go saw ${OURS4}:8083 from ${PEER4}:\\d+\n$`));
+          } finally {
+            await server.kill("SIGTERM");
+          }
+        });
       });
     });
   },
-  { requires: ["tcpdump", "python3", "dnsmasq", "curl", "busybox", "nc"], timeoutMs: 240_000 },
+  {
+    requires: ["tcpdump", "python3", "dnsmasq", "curl", "busybox", "nc", "go"],
+    timeoutMs: 240_000,
+  },
 );
