@@ -17,7 +17,9 @@ import assert from "node:assert/strict";
 import { netnsTest, run, waitForPort, which, withTopology } from "./_support/netns.ts";
 import {
   OURS4,
+  OURS6,
   PEER4,
+  PEER6,
   type RunWorld,
   sha256,
   SVC_NAME,
@@ -305,37 +307,60 @@ netnsTest(
             assert.doesNotMatch(server.stderrText(), /127\.0\.0\.1/);
           });
         }
-        await t.step("a Go UDP server on the tunnel address answers the peer", async () => {
-          const server = w.spawnWrapped([goProg, "udpserve", `${OURS4}:9997`]);
-          try {
-            await server.waitForOutput(/listening/, { timeoutMs: 15_000 });
-            const got = await fromPeer([
-              "python3",
-              "-c",
-              `import socket
+        for (
+          const [label, bind, port] of [
+            ["the tunnel address", `${OURS4}:9997`, 9997],
+            ["a wildcard port", ":9996", 9996],
+          ] as const
+        ) {
+          await t.step(`a Go UDP server on ${label} answers the peer`, async () => {
+            const server = w.spawnWrapped([goProg, "udpserve", bind]);
+            try {
+              await server.waitForOutput(/listening/, { timeoutMs: 15_000 });
+              const got = await fromPeer([
+                "python3",
+                "-c",
+                `import socket
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("${PEER4}", 0)); s.settimeout(1)
 for _ in range(5):
-    s.sendto(b"hi", ("${OURS4}", 9997))
+    s.sendto(b"hi", ("${OURS4}", ${port}))
     try:
         print(s.recvfrom(100)[0].decode(), s.getsockname()[1]); break
     except socket.timeout:
         pass`,
-            ]);
-            // The reply names the peer's own address and port (the last word is that port).
-            const m = /^hi saw (\S+) (\d+)$/.exec(got.trim());
-            assert.ok(m, got);
-            assert.equal(m[1], `${PEER4}:${m[2]}`);
-          } finally {
-            await server.kill("SIGTERM");
-          }
-        });
+              ]);
+              // The reply names the peer's own address and port (the last word is that port).
+              const m = /^hi saw (\S+) (\d+)$/.exec(got.trim());
+              assert.ok(m, got);
+              assert.match(
+                m[1]!,
+                new RegExp(`^(\\[::ffff:)?${PEER4.replaceAll(".", "\\.")}\\]?:${m[2]}$`),
+              );
+            } finally {
+              await server.kill("SIGTERM");
+            }
+          });
+        }
         await t.step("a Go server on the tunnel address sees the tunnel peer", async () => {
           const server = w.spawnWrapped([goProg, "serve", `${OURS4}:8083`]);
           try {
             await server.waitForOutput(/listening/, { timeoutMs: 15_000 });
             const got = await fromPeer(["nc", "-w", "3", OURS4, "8083"]);
             assert.match(got, new RegExp(`^go saw ${OURS4}:8083 from ${PEER4}:\\d+\n$`));
+          } finally {
+            await server.kill("SIGTERM");
+          }
+        });
+        await t.step("a Go server on the IPv6 tunnel address sees the tunnel peer", async () => {
+          const server = w.spawnWrapped([goProg, "serve", `[${OURS6}]:8084`]);
+          try {
+            await server.waitForOutput(/listening/, { timeoutMs: 15_000 });
+            const got = await fromPeer(["nc", "-6", "-w", "3", OURS6, "8084"]);
+            assert.match(
+              got,
+              new RegExp(`^go saw \\[${OURS6}\\]:8084 from \\[${PEER6}\\]:\\d+\n$`),
+            );
           } finally {
             await server.kill("SIGTERM");
           }

@@ -1,6 +1,7 @@
 /*
  * Unconnected UDP through the tunnel, for a program the interposer is not in: a socket that
- * sends to a tunnel destination with sendto/sendmsg, or a UDP server bound to a tunnel address.
+ * sends to a tunnel destination with sendto/sendmsg, or a UDP server bound to a tunnel address
+ * or to a wildcard port (which hears the host and the tunnel, as with the interposer).
  *
  *   first tunnel send (or bind to a tunnel address) ─► op UDP (broker) with the socket's port;
  *     an unbound socket is bound first (the kernel would pick a port at this send anyway), a
@@ -235,6 +236,15 @@ static int start(int sock, int domain, const uint8_t *local_family,
     return ENOBUFS;
   }
   return 0;
+}
+
+int sv_dgram_start(int sock, int domain) {
+  struct dgram *d = find_locked(sv_inode(sock));
+  if (d) {
+    pthread_mutex_unlock(&d->lock);
+    return 0;
+  }
+  return start(sock, domain, NULL, NULL);
 }
 
 int sv_dgram_bind(int sock, int domain, uint8_t family, const struct wgp_endpoint *local) {

@@ -472,14 +472,35 @@ static void on_bind(int listener, struct seccomp_notif *n) {
   }
   int mapped;
   if ((ss.ss_family != AF_INET && ss.ss_family != AF_INET6) ||
-      wg_sockaddr_parse((struct sockaddr *)&ss, (socklen_t)len, &c.family, &c.ep, &mapped) != 0 ||
-      !wg_is_tunnel_address(&wg_cfg, c.family, c.ep.addr)) {
-    /* Binding another address cannot send anything; the kernel decides it. */
+      wg_sockaddr_parse((struct sockaddr *)&ss, (socklen_t)len, &c.family, &c.ep, &mapped) != 0) {
     return sv_continue(listener, c.id);
   }
+  int tunnel = wg_is_tunnel_address(&wg_cfg, c.family, c.ep.addr);
+  int wildcard = wg_is_unspecified(c.family, c.ep.addr) && c.ep.port != 0 && wg_cfg.active &&
+                 !wg_cfg.broken;
+  /* Binding another address cannot send anything; the kernel decides it. */
+  if (!tunnel && !wildcard) return sv_continue(listener, c.id);
   int err = 0;
   c.sock = take_socket(c.tid, c.fd, &c.domain, &c.type, &err);
   if (c.sock < 0) return err ? sv_reply(listener, c.id, err, 0) : sv_continue(listener, c.id);
+  if (wildcard) {
+    /* A UDP server on a wildcard port hears the tunnel too (as with the interposer): the
+     * kernel's bind, done here, then the association on that port. TCP: at listen. */
+    if (c.type != SOCK_DGRAM || (c.domain != AF_INET && c.domain != AF_INET6)) {
+      close(c.sock);
+      return sv_continue(listener, c.id);
+    }
+    if (bind(c.sock, (struct sockaddr *)&ss, (socklen_t)len) != 0) {
+      sv_reply(listener, c.id, errno, 0);
+    } else {
+      if (sv_dgram_start(c.sock, c.domain) != 0) {
+        sv_log("UDP fd %d: port %u is local only: the tunnel refused it", c.fd, c.ep.port);
+      }
+      sv_reply(listener, c.id, 0, 0);
+    }
+    close(c.sock);
+    return;
+  }
   if (c.type == SOCK_DGRAM && (c.domain == AF_INET || c.domain == AF_INET6)) {
     int e = c.domain == AF_INET && c.family == WGP_FAMILY_V6
                 ? EAFNOSUPPORT

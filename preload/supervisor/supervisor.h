@@ -119,6 +119,8 @@ socklen_t sv_loopback(int domain, int v6only, uint16_t port, struct sockaddr_sto
  * frame (the association is started on first use). 0 or an errno. */
 int sv_dgram_send(int sock, int domain, uint8_t family, const struct wgp_endpoint *to,
                   const uint8_t *payload, size_t len);
+/* A UDP socket already bound to a wildcard port: its association, so the tunnel reaches it. */
+int sv_dgram_start(int sock, int domain);
 /* bind of a UDP socket to a tunnel address: bound to loopback, the association started. */
 int sv_dgram_bind(int sock, int domain, uint8_t family, const struct wgp_endpoint *local);
 /* The tunnel peer behind loopback source `port` of a datagram to socket `ino`; 1 when known. */
