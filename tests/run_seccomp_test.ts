@@ -192,6 +192,13 @@ netnsTest(
           assert.equal(r.code, 0, r.stderr);
           assert.equal(r.stdout, `reply static udp\nfrom ${PEER4} 9999\n`);
         });
+        await t.step("static C: sendmmsg to the tunnel, three datagrams in one call", async () => {
+          const r = await w.wrap([staticC, "udpmm", PEER4, "9999"]);
+          assert.equal(r.code, 0, r.stderr);
+          const lines = r.stdout.trim().split("\n");
+          assert.equal(lines[0], "sent 3, lengths 3 3 5");
+          assert.deepEqual(lines.slice(1).sort(), ["reply one", "reply three", "reply two"]);
+        });
         await t.step("Go: unconnected UDP, WriteTo and ReadFrom", async () => {
           const r = await w.wrap([goProg, "udp", `${PEER4}:9999`]);
           assert.equal(r.code, 0, r.stderr);

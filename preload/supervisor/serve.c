@@ -11,9 +11,9 @@
  *              tunnel, TCP                        -> worker: tcp.c
  *              tunnel, UDP                        -> worker: udp.c
  *              tunnel, another type               -> ENETUNREACH
- *   sendto / sendmsg with an address: continue unless it is a tunnel or denied destination;
- *              a UDP datagram to the tunnel is sent here as a frame (dgram.c); denied, and
- *              sendmmsg naming the tunnel: ENETUNREACH
+ *   sendto / sendmsg / sendmmsg with an address: continue unless it is a tunnel or denied
+ *              destination; UDP datagrams to the tunnel are sent here as frames (dgram.c; a
+ *              sendmmsg naming one is sent here whole); denied: ENETUNREACH
  *   getsockname / getpeername of a socket we relay -> the tunnel endpoints; others continue
  *   recvfrom with an address, on a UDP socket we relay -> read here, the source shown as the
  *              peer the program connected to (udp.c); others continue
@@ -32,6 +32,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -302,6 +303,67 @@ static void on_sendmsg(int listener, struct seccomp_notif *n) {
              niov);
 }
 
+/*
+ * sendmmsg naming a tunnel destination on a UDP socket: the supervisor sends every message of the
+ * call itself, in order (tunnel ones as frames, the others on its copy of the socket), writes
+ * each msg_len back and answers with the count, as the kernel would (an error after the first
+ * message ends the call with the count so far).
+ */
+static void sendmmsg_here(int listener, struct seccomp_notif *n, struct mmsghdr *v,
+                          unsigned int vlen, int s, int domain) {
+  pid_t tid = (pid_t)n->pid;
+  int flags = (int)n->data.args[3];
+  uint8_t *buf = malloc(WGP_MAX_DATAGRAM);
+  unsigned int sent = 0;
+  int e = buf ? 0 : ENOBUFS;
+  for (; e == 0 && sent < vlen; sent++) {
+    struct msghdr *m = &v[sent].msg_hdr;
+    struct iovec iov[64];
+    size_t niov = m->msg_iovlen < 64 ? m->msg_iovlen : 64;
+    if (niov > 0 &&
+        sv_read_mem(tid, (uint64_t)(uintptr_t)m->msg_iov, iov, niov * sizeof iov[0]) != 0) {
+      e = EFAULT;
+      break;
+    }
+    ssize_t len = gather(tid, iov, niov, buf);
+    if (len < 0) {
+      e = errno;
+      break;
+    }
+    uint8_t family = 0, shown_family;
+    struct wgp_endpoint ep, shown;
+    enum verdict d = V_KERNEL;
+    struct sockaddr_storage ss;
+    socklen_t sl = 0;
+    if (m->msg_name != NULL && m->msg_namelen > 0) {
+      d = decide(tid, (uint64_t)(uintptr_t)m->msg_name, m->msg_namelen, &family, &ep,
+                 &shown_family, &shown);
+      sl = m->msg_namelen < sizeof ss ? m->msg_namelen : sizeof ss;
+      if (d == V_KERNEL && sv_read_mem(tid, (uint64_t)(uintptr_t)m->msg_name, &ss, sl) != 0) {
+        d = V_FAULT;
+      }
+    }
+    if (d == V_FAULT) {
+      e = EFAULT;
+    } else if (d == V_DENY) {
+      e = ENETUNREACH;
+    } else if (d == V_TUNNEL) {
+      e = sv_dgram_send(s, domain, family, &ep, buf, (size_t)len);
+    } else {
+      ssize_t r = sendto(s, buf, (size_t)len, flags | MSG_NOSIGNAL, sl ? (struct sockaddr *)&ss : NULL,
+                         sl);
+      if (r < 0) e = errno;
+    }
+    if (e != 0) break;
+    unsigned int done = (unsigned int)len;
+    uint64_t at = n->data.args[1] + sent * sizeof *v + offsetof(struct mmsghdr, msg_len);
+    if (sv_write_mem(tid, at, &done, sizeof done) != 0) e = EFAULT;
+  }
+  free(buf);
+  if (sent > 0) return sv_reply(listener, n->id, 0, sent);
+  sv_reply(listener, n->id, e ? e : EINVAL, 0);
+}
+
 static void on_sendmmsg(int listener, struct seccomp_notif *n) {
   unsigned int vlen = (unsigned int)n->data.args[2];
   if (vlen > 1024) vlen = 1024; /* UIO_MAXIOV: the kernel sends no more */
@@ -314,19 +376,38 @@ static void on_sendmmsg(int listener, struct seccomp_notif *n) {
     if (e == EFAULT) return sv_continue(listener, n->id);
     return sv_reply(listener, n->id, ENETUNREACH, 0);
   }
+  int tunnel = 0;
   for (unsigned int i = 0; i < vlen; i++) {
     if (v[i].msg_hdr.msg_name == NULL || v[i].msg_hdr.msg_namelen == 0) continue;
     uint8_t family, shown_family;
     struct wgp_endpoint ep, shown;
     enum verdict d = decide((pid_t)n->pid, (uint64_t)(uintptr_t)v[i].msg_hdr.msg_name,
                             v[i].msg_hdr.msg_namelen, &family, &ep, &shown_family, &shown);
-    if (d == V_TUNNEL || d == V_DENY) {
+    if (d == V_DENY && i == 0) {
       free(v);
       return sv_reply(listener, n->id, ENETUNREACH, 0);
     }
+    if (d == V_TUNNEL || d == V_DENY) tunnel = 1;
   }
+  if (!tunnel) {
+    free(v);
+    return sv_continue(listener, n->id);
+  }
+  int domain, type, err = 0;
+  int s = take_socket((pid_t)n->pid, (int)n->data.args[0], &domain, &type, &err);
+  if (s >= 0 && type == SOCK_STREAM) {
+    close(s);
+    free(v);
+    return sv_continue(listener, n->id);
+  }
+  if (s < 0 || type != SOCK_DGRAM || (domain != AF_INET && domain != AF_INET6)) {
+    if (s >= 0) close(s);
+    free(v);
+    return sv_reply(listener, n->id, ENETUNREACH, 0);
+  }
+  sendmmsg_here(listener, n, v, vlen, s, domain);
+  close(s);
   free(v);
-  sv_continue(listener, n->id);
 }
 
 /* getsockname/getpeername of a socket we put on the tunnel: what the kernel would say for it. */
