@@ -57,9 +57,16 @@ function entries(dir: string): string[] {
   return Array.from(Deno.readDirSync(dir), (e) => e.name).sort();
 }
 
-/** The children of `pid` whose command name is `comm` (the janitor is a child too). */
+/**
+ * The descendants of `pid` whose command name is `comm` (the janitor is a child too; the program
+ * is the supervisor's child, a grandchild of wrapguard).
+ */
 function childrenNamed(pid: number, comm: string): number[] {
-  return childrenOf(pid).filter((k) => {
+  const all: number[] = [];
+  for (let level = childrenOf(pid); level.length > 0; level = level.flatMap(childrenOf)) {
+    all.push(...level);
+  }
+  return all.filter((k) => {
     try {
       return Deno.readTextFileSync(`/proc/${k}/comm`).trim() === comm;
     } catch {
@@ -68,7 +75,7 @@ function childrenNamed(pid: number, comm: string): number[] {
   });
 }
 
-/** Waits until `pid` has a child named `comm` (a `sh -c "…; exec sleep"` takes a moment). */
+/** Waits until `pid` has a descendant named `comm` (a `sh -c "…; exec sleep"` takes a moment). */
 async function waitForChildNamed(pid: number, comm: string): Promise<number[]> {
   for (let i = 0; i < 200; i++) {
     const found = childrenNamed(pid, comm);

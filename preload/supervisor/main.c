@@ -3,32 +3,40 @@
  *
  * Started by `wrapguard run` in place of the program, with the run's WRAPGUARD_* variables and
  * the program's LD_PRELOAD in WRAPGUARD_PRELOAD (so that the interposer is not loaded into the
- * supervisor itself). The process keeps its pid and becomes the program, so that signals, the
- * exit status and the interposer's HELLO are the program's own:
+ * supervisor itself). The supervisor is the program's parent, so that it may read the memory and
+ * fds of the program and all its descendants under Yama's ptrace_scope 1 (only ancestors may,
+ * without privileges):
  *
  * ```text
- * P (pid the host knows) ─ fork ─► S1 ─ fork ─► S (own session; S1 exits, so S is nobody's
- *   │                                            child and the program's waitpid never sees it)
- *   ├ no_new_privs, seccomp filter with NEW_LISTENER ─► listener fd number ─► pipe ─► S
- *   │                                            S: pidfd_getfd(P, listener); [--hello: HELLO
- *   │                                               with P's pid]; "ready" ─► pipe ─► P
- *   └ execve(PROGRAM) with LD_PRELOAD restored   S: serves the calls until no process uses
- *                                                   the filter (the listener polls POLLHUP)
+ * S (the pid run knows) ─ fork ─► P: PR_SET_PDEATHSIG(SIGKILL) (S killed ─► P killed)
+ *   │                               no_new_privs, seccomp filter with NEW_LISTENER
+ *   │   ◄─ pipe ─ the listener's fd number
+ *   ├ pidfd_getfd(P, n); [--hello: HELLO with S's pid]; "ready" ─ pipe ─►
+ *   │                               execve(PROGRAM): LD_PRELOAD restored, and
+ *   │                               WRAPGUARD_HELLO_AS=S, so that the interposer's HELLO names
+ *   │                               the pid run knows
+ *   ├ a thread serves the calls (serve.c)
+ *   ├ a thread passes on every signal sent to S (kill, not the terminal's: the program, in the
+ *   │ same process group, gets those itself)
+ *   └ waitpid(P) ─► drains the relays (≤ 10 s) ─► exits with P's status (the same signal if a
+ *     signal ended it). Descendants that outlive P lose the supervisor: their supervised calls
+ *     then fail (ENOSYS), never reaching the host network.
  * ```
  *
  * The listener travels by pidfd_getfd because the filter, once installed, would trap the
  * sendmsg that SCM_RIGHTS needs, and nobody would be there to answer it yet.
  *
  * --check: only whether this kernel can do all of it (a filter in a child, pidfd_getfd of its
- * listener, ADDFD). Exit 0, or 1 with the reason.
+ * listener). Exit 0, or 1 with the reason.
  *
- * Exit status: the program's (it replaces this process); 126 when the program cannot be
- * supervised (the kernel lacks a feature, the broker refused), 127 when it cannot be executed.
+ * Exit status: the program's; 126 when the program cannot be supervised (the kernel lacks a
+ * feature, the broker refused), 127 when it cannot be executed.
  */
 #include "supervisor.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -70,36 +78,68 @@ static const char *const lacks =
     "this kernel cannot supervise programs (seccomp user notification with pidfd_getfd, "
     "Linux 5.8 or later, is needed)";
 
-/* S: takes the listener from P, says HELLO for it if asked, tells P, then serves. */
-static void supervise(pid_t p, int from_p, int to_p, int hello) {
-  int num = -1;
-  char status = 1;
-  if (read(from_p, &num, sizeof num) != (ssize_t)sizeof num) _exit(0);
-  int pidfd = (int)syscall(SYS_pidfd_open, p, 0);
-  int listener = pidfd < 0 ? -1 : (int)syscall(SYS_pidfd_getfd, pidfd, num, 0);
+/* Signals a supervisor passes on to the program. */
+static const int forwarded[] = {SIGHUP,  SIGINT,  SIGQUIT, SIGUSR1, SIGUSR2, SIGTERM,
+                                SIGALRM, SIGWINCH, SIGCONT, SIGTSTP, SIGTTIN, SIGTTOU};
+
+static pid_t program;
+
+static void *serve_thread(void *arg) {
+  sv_serve(*(int *)arg);
+  return NULL;
+}
+
+/* Passes on what was sent to us (si_code <= 0: kill, sigqueue, tgkill); what the kernel sent
+ * (the terminal's ^C to the foreground group, SIGWINCH) the program has had itself. */
+static void *signal_thread(void *arg) {
+  sigset_t *set = arg;
+  for (;;) {
+    siginfo_t info;
+    int sig = sigwaitinfo(set, &info);
+    if (sig < 0) continue;
+    if (info.si_code <= 0) kill(program, sig);
+  }
+  return NULL;
+}
+
+static void start_thread(void *(*fn)(void *), void *arg) {
+  pthread_t t;
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_create(&t, &attr, fn, arg);
+  pthread_attr_destroy(&attr);
+}
+
+/* P: the filter, then the program. Never returns. */
+static void become_program(pid_t s, char **prog, int to_s, int from_s) {
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != s) _exit(126); /* the supervisor is gone already */
+  int killable = 0;
+  int listener = sv_install_filter(&killable);
   if (listener < 0) {
-    sv_log("%s: pidfd_getfd: %s", lacks, strerror(errno));
-  } else if (hello && sv_broker_hello(p) != 0) {
-    sv_log("cannot reach the broker: %s", strerror(errno));
-  } else {
-    status = 0;
+    sv_log("%s: seccomp: %s", lacks, strerror(errno));
+    _exit(126);
   }
-  ssize_t w = write(to_p, &status, 1);
-  (void)w;
-  close(to_p);
-  close(from_p);
-  if (status != 0) _exit(1);
-  /* stdin and stdout are the program's, not ours; stderr is kept for warnings while the program
-   * runs (sv_serve lets it go when the program exits). */
-  int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-  if (null >= 0) {
-    dup2(null, 0);
-    dup2(null, 1);
-    close(null);
+  char ready = 1;
+  if (write(to_s, &listener, sizeof listener) != (ssize_t)sizeof listener ||
+      read(from_s, &ready, 1) != 1 || ready != 0) {
+    _exit(126); /* the supervisor said why */
   }
-  signal(SIGPIPE, SIG_IGN);
-  sv_serve(listener, pidfd);
-  _exit(0);
+  close(listener);
+  close(to_s);
+  close(from_s);
+  /* The program's own LD_PRELOAD (the interposer appended), held apart for the supervisor. */
+  const char *preload = getenv("WRAPGUARD_PRELOAD");
+  if (preload && *preload) setenv("LD_PRELOAD", preload, 1);
+  unsetenv("WRAPGUARD_PRELOAD");
+  char as[16];
+  snprintf(as, sizeof as, "%d", (int)s);
+  setenv("WRAPGUARD_HELLO_AS", as, 1);
+  execv(prog[0], prog);
+  int e = errno;
+  sv_log("cannot execute %s: %s", prog[0], strerror(e));
+  _exit(e == ENOENT ? 127 : 126);
 }
 
 static int check(void) {
@@ -180,45 +220,63 @@ int main(int argc, char **argv) {
     sv_log("pipe: %s", strerror(errno));
     return 126;
   }
-  pid_t p = getpid();
-  pid_t s1 = fork();
-  if (s1 < 0) {
+  pid_t s = getpid();
+  program = fork();
+  if (program < 0) {
     sv_log("fork: %s", strerror(errno));
     return 126;
   }
-  if (s1 == 0) {
-    setsid();
-    pid_t s = fork();
-    if (s != 0) _exit(s < 0);
-    close(to_s[1]);
-    close(to_p[0]);
-    supervise(p, to_s[0], to_p[1], hello);
+  if (program == 0) {
+    close(to_s[0]);
+    close(to_p[1]);
+    become_program(s, prog, to_s[1], to_p[0]);
   }
-  close(to_s[0]);
-  close(to_p[1]);
-  int st = 0;
-  waitpid(s1, &st, 0);
-  int killable = 0;
-  int listener = sv_install_filter(&killable);
-  if (listener < 0) {
-    sv_log("%s: seccomp: %s", lacks, strerror(errno));
-    return 126;
-  }
-  char ready = 1;
-  if (write(to_s[1], &listener, sizeof listener) != (ssize_t)sizeof listener ||
-      read(to_p[0], &ready, 1) != 1 || ready != 0) {
-    sv_log("the supervisor did not start; %s is not run", prog[0]);
-    return 126;
-  }
-  close(listener);
   close(to_s[1]);
   close(to_p[0]);
-  /* The program's own LD_PRELOAD (the interposer appended), held apart for the supervisor. */
-  const char *preload = getenv("WRAPGUARD_PRELOAD");
-  if (preload && *preload) setenv("LD_PRELOAD", preload, 1);
-  unsetenv("WRAPGUARD_PRELOAD");
-  execv(prog[0], prog);
-  int e = errno;
-  sv_log("cannot execute %s: %s", prog[0], strerror(e));
-  return e == ENOENT ? 127 : 126;
+  /* From here on, signals sent to us are the program's (signal_thread). */
+  static sigset_t set;
+  sigemptyset(&set);
+  for (size_t k = 0; k < sizeof forwarded / sizeof forwarded[0]; k++) sigaddset(&set, forwarded[k]);
+  pthread_sigmask(SIG_BLOCK, &set, NULL);
+  signal(SIGPIPE, SIG_IGN);
+  start_thread(signal_thread, &set);
+
+  int num = -1;
+  char ready = 1;
+  static int listener = -1;
+  if (read(to_s[0], &num, sizeof num) == (ssize_t)sizeof num) {
+    int pidfd = (int)syscall(SYS_pidfd_open, program, 0);
+    listener = pidfd < 0 ? -1 : (int)syscall(SYS_pidfd_getfd, pidfd, num, 0);
+    if (listener < 0) {
+      sv_log("%s: pidfd_getfd: %s", lacks, strerror(errno));
+    } else if (hello && sv_broker_hello(s) != 0) {
+      sv_log("cannot reach the broker: %s", strerror(errno));
+    } else {
+      ready = 0;
+    }
+    if (pidfd >= 0) close(pidfd);
+  }
+  ssize_t w = write(to_p[1], &ready, 1);
+  (void)w;
+  close(to_s[0]);
+  close(to_p[1]);
+  if (ready == 0) start_thread(serve_thread, &listener);
+
+  int st = 0;
+  while (waitpid(program, &st, 0) < 0 && errno == EINTR) {
+  }
+  if (ready != 0) return 126;
+  sv_relays_drain(10);
+  if (WIFSIGNALED(st)) {
+    int sig = WTERMSIG(st);
+    prctl(PR_SET_DUMPABLE, 0); /* the program dumped its core already, if it did */
+    signal(sig, SIG_DFL);
+    sigset_t one;
+    sigemptyset(&one);
+    sigaddset(&one, sig);
+    pthread_sigmask(SIG_UNBLOCK, &one, NULL);
+    kill(getpid(), sig);
+    return 128 + sig;
+  }
+  return WEXITSTATUS(st);
 }

@@ -669,7 +669,7 @@ static void handle(int listener, struct seccomp_notif *n) {
   sv_continue(listener, n->id);
 }
 
-void sv_serve(int listener, int program) {
+void sv_serve(int listener) {
   struct seccomp_notif_sizes sizes;
   memset(&sizes, 0, sizeof sizes);
   if (syscall(SYS_seccomp, SECCOMP_GET_NOTIF_SIZES, 0, &sizes) != 0) {
@@ -680,23 +680,12 @@ void sv_serve(int listener, int program) {
   struct seccomp_notif *n = malloc(size);
   if (!n) return;
   for (;;) {
-    struct pollfd p[2] = {{.fd = listener, .events = POLLIN}, {.fd = program, .events = POLLIN}};
-    if (poll(p, program >= 0 ? 2 : 1, -1) < 0) {
+    struct pollfd p = {.fd = listener, .events = POLLIN};
+    if (poll(&p, 1, -1) < 0) {
       if (errno == EINTR) continue;
       break;
     }
-    if (program >= 0 && (p[1].revents & (POLLIN | POLLHUP))) {
-      /* The program itself has exited: descendants may live on, but the stderr we share with
-       * it must not be held open (whoever reads it waits for its end). */
-      int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
-      if (null >= 0) {
-        dup2(null, 2);
-        close(null);
-      }
-      close(program);
-      program = -1;
-    }
-    if (p[0].revents & POLLIN) {
+    if (p.revents & POLLIN) {
       memset(n, 0, size);
       if (ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, n) == 0) {
         handle(listener, n);
@@ -706,13 +695,15 @@ void sv_serve(int listener, int program) {
       }
       continue;
     }
-    if (p[0].revents & (POLLHUP | POLLERR)) break; /* no process uses the filter any more */
+    if (p.revents & (POLLHUP | POLLERR)) break; /* no process uses the filter any more */
   }
   free(n);
-  /* The program is gone; what it wrote before it exited may still be on its way (up to 10 s). */
+}
+
+void sv_relays_drain(int seconds) {
   struct timespec until;
   clock_gettime(CLOCK_REALTIME, &until);
-  until.tv_sec += 10;
+  until.tv_sec += seconds;
   pthread_mutex_lock(&relay_lock);
   while (relays > 0) {
     if (pthread_cond_timedwait(&relay_done, &relay_lock, &until) != 0) break;

@@ -2,8 +2,8 @@
  * wrapguard-supervisor: the seccomp half of `wrapguard run` (issue 12). See PROTOCOL.md
  * "Supervisor (seccomp)" for the contract; this header is the map of the files:
  *
- *   main.c     arguments, the kernel check, fork: filter + exec in the program, serve in a
- *              detached grandchild
+ *   main.c     arguments, the kernel check, fork: filter + exec in the child (the program),
+ *              serve, pass signals on and wait in the parent
  *   filter.c   the BPF program (which calls trap, which are answered by the filter alone)
  *   target.c   reaching into the program: pidfd_getfd, process_vm_readv/writev, fdinfo
  *   client.c   broker connections (protocol.c encodes the records)
@@ -65,9 +65,10 @@ int sv_recv_all(int fd, void *buf, size_t n);
 
 /* ---- serve.c ---- */
 
-/* Serves notifications on `listener` until no process uses the filter any more. `program` (a
- * pidfd, or -1): when it exits, stderr is let go of. */
-void sv_serve(int listener, int program);
+/* Serves notifications on `listener` until no process uses the filter any more. */
+void sv_serve(int listener);
+/* Waits (at most `seconds`) for the relays still moving what the program wrote. */
+void sv_relays_drain(int seconds);
 
 /* One trapped call, as the workers see it. */
 struct sv_call {
