@@ -7,7 +7,7 @@
  */
 import { parseArgs } from "node:util";
 import { type DoctorCheck, runDoctor } from "../core/host/doctor/mod.ts";
-import { libraries, probes } from "../preload/build/embedded.ts";
+import { libraries, probes, supervisors } from "../preload/build/embedded.ts";
 
 const HELP = `Usage: wrapguard doctor [--config FILE] [--offline] [--timeout SECONDS] [--json]
                         [-- TARGET [ARGS…]]
@@ -89,6 +89,7 @@ export async function main(args: string[]): Promise<number> {
     target,
     libraries,
     probes,
+    supervisors,
   });
   const failed = checks.some((c) => c.status === "fail");
   if (values.json) console.log(JSON.stringify({ ok: !failed, checks }, null, 2));

@@ -3,13 +3,17 @@
  * that its sockets (and its children's) use the tunnel, and waits for it.
  *
  * ```text
- * parse ─► load config ─► check the program (core/host/launch.ts: PATH, ELF, #!, setuid, Go)
- *   ─► private dir (0700): libwrapguard.so (from the embedded bytes) + broker.sock
+ * parse ─► load config ─► check the program (core/host/launch.ts: PATH, ELF, #!, setuid; static
+ *      or Go: the supervisor's path)
+ *   ─► private dir (0700): libwrapguard.so and wrapguard-supervisor (from the embedded bytes)
+ *      + broker.sock
  *   ─► Tunnel.start ─► routes (core/host/tunnel/routes.ts: --exit-node, --route, Route =)
  *   ─► Broker.start (+ Resolver.forTunnel when the config has DNS =; WRAPGUARD_ROUTES from the
  *      routes) ─► status socket for `wrapguard show` (core/host/status.ts)
- *   ─► spawn cmd (stdio inherited, env + WRAPGUARD_* + LD_PRELOAD appended)
- *   ─► lockDown: revoke run, write, env ─► HELLO from cmd within 5 s, or kill it (fail closed)
+ *   ─► spawn wrapguard-supervisor -- cmd (stdio inherited, env + WRAPGUARD_* + LD_PRELOAD
+ *      appended): it installs its seccomp filter, then becomes cmd (same pid)
+ *   ─► lockDown: revoke run, write, env ─► HELLO for cmd within 5 s (the interposer's, or the
+ *      supervisor's on its path), or kill it (fail closed)
  *   ─► forward SIGINT/SIGTERM/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2 ─► cmd exits
  *   ─► close broker and tunnel, remove the dir ─► exit with cmd's code (128+signal if killed)
  * ```
@@ -28,10 +32,15 @@ import {
   childEnv,
   inspectTarget,
   LaunchRefused,
+  materialize,
   materializeInterposer,
   resolveCommand,
   runDirPrefix,
+  SUPERVISOR_NAME,
+  supervisorArgv,
+  supervisorEnv,
   sweepStaleRunDirs,
+  type TargetInfo,
   usableInLdPreload,
 } from "../core/host/launch.ts";
 import type { LogLevel } from "../core/host/log.ts";
@@ -60,7 +69,7 @@ import { formatIP, type IpBytes, prefixContains } from "../core/wire/addr.ts";
 // .ci/run) writes this module from the libraries it built: a static import is what `deno compile`
 // bundles, and it works unchanged for `deno run` from source. (Reading the .so beside the source
 // with import.meta.dirname would need `deno compile --include` and a second code path.)
-import { libraries } from "../preload/build/embedded.ts";
+import { libraries, supervisors } from "../preload/build/embedded.ts";
 
 const HELP = `Usage: wrapguard run --config FILE [options] [--] COMMAND [ARGS…]
 
@@ -78,13 +87,17 @@ ${TUNNEL_OPTIONS_HELP}
                         (on by default when AllowedIPs covers 0.0.0.0/0 or ::/0)
   -h, --help
 
-With --log-level debug (and no --log-file) the interposer also prints its
-decisions on COMMAND's stderr. 'wrapguard show' lists the running tunnel.
+With --log-level debug (and no --log-file) the interposer and the supervisor
+also print their decisions on COMMAND's stderr. 'wrapguard show' lists the running tunnel.
 
-COMMAND must be dynamically linked, not setuid/setgid and not a Go program: the
-interposer is loaded through LD_PRELOAD, which a static or privileged program
-ignores, and Go makes its system calls past it. Such programs are refused (use
-'wrapguard forward' or 'wrapguard proxy' to give them the tunnel).
+Every program runs under a seccomp filter (wrapguard-supervisor) that it and its
+children inherit: what escapes the interposer (a static or Go program, a child
+that clears its environment) is still answered by the supervisor, and never
+reaches a tunnel destination over the host network. Dynamically linked programs
+take the interposer's fast path; static and Go programs the supervisor's (TCP
+out and in; UDP; DNS to the resolv.conf nameserver). setuid/setgid
+programs are refused (use 'wrapguard forward' or 'wrapguard proxy'). 'wrapguard
+doctor -- COMMAND' tells which path a program takes.
 
 Exit status: COMMAND's own, or 128+N when a signal N ended it; 1 when the tunnel
 could not start, 2 for usage errors, 126 when COMMAND cannot be wrapped, 127 when
@@ -234,9 +247,10 @@ export async function main(args: string[]): Promise<number> {
   // Fail closed before anything starts: a program the interposer cannot enter is refused.
   const [name, ...rest] = opts.command;
   let target: string;
+  let inspected: TargetInfo;
   try {
     target = resolveCommand(name!);
-    inspectTarget(target);
+    inspected = inspectTarget(target);
   } catch (e) {
     if (!(e instanceof LaunchRefused)) throw e;
     say(e.message);
@@ -285,8 +299,10 @@ export async function main(args: string[]): Promise<number> {
       return 1;
     }
     let lib: string;
+    let supervisor: string;
     try {
       lib = await materializeInterposer(dir, libraries);
+      supervisor = await materialize(dir, SUPERVISOR_NAME, supervisors);
     } catch (e) {
       say((e as Error).message);
       return 1;
@@ -345,17 +361,23 @@ export async function main(args: string[]): Promise<number> {
     const extra: Record<string, string> = { WRAPGUARD_HELLO: "1" };
     if (opts.logLevel === "debug" && opts.logFile === undefined) extra.WRAPGUARD_DEBUG = "1";
     const env = childEnv(Deno.env.toObject(), broker.env(), lib, extra);
+    if (inspected.why) {
+      logger.info("supervisor path", { file: inspected.why.file, reason: inspected.why.reason });
+    }
     try {
-      child = new Deno.Command(target, {
-        args: rest,
-        env,
+      child = new Deno.Command(supervisor, {
+        args: supervisorArgv(inspected.path, target, rest),
+        env: supervisorEnv(env),
         clearEnv: true,
         stdin: "inherit",
         stdout: "inherit",
         stderr: "inherit",
       }).spawn();
     } catch (e) {
-      say(`cannot start ${name}: ${(e as Error).message}`);
+      const hint = e instanceof Deno.errors.PermissionDenied
+        ? ` (is ${tmp} mounted noexec? set TMPDIR elsewhere)`
+        : "";
+      say(`cannot start ${name} under the supervisor: ${(e as Error).message}${hint}`);
       return 126;
     }
     logger.info("started", { command: name, pid: child.pid });
@@ -380,6 +402,16 @@ export async function main(args: string[]): Promise<number> {
     const status = await running.status;
     helloDone.abort();
     await helloCheck;
+    // The supervisor exits 126 with its reason before the program starts (a kernel without
+    // seccomp user notification, an unreachable broker).
+    const supervisorFailed = inspected.path === "supervisor" || status.code === 126;
+    if (!broker.helloFrom(running.pid) && supervisorFailed && !killed) {
+      say(
+        `the supervisor could not start ${name} (see its message above): its network traffic ` +
+          `would not have gone through the tunnel`,
+      );
+      return 126;
+    }
     if (!broker.helloFrom(running.pid)) {
       say(
         `the interposer did not load into ${name}${

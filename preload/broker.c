@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -245,7 +246,12 @@ void wg_broker_hello(void) {
   }
   struct wgp_request req;
   wg_request_init(&req, WGP_OP_HELLO, 0, WGP_FAMILY_NONE);
-  req.arg = (uint32_t)syscall(SYS_getpid);
+  /* Under wrapguard-supervisor the program is the supervisor's child, and `run` knows the
+   * supervisor's pid: the run's own program (whose parent it is) names that one. */
+  long me = syscall(SYS_getpid);
+  const char *as = getenv("WRAPGUARD_HELLO_AS");
+  if (as && *as && atol(as) == syscall(SYS_getppid)) me = atol(as);
+  req.arg = (uint32_t)me;
   struct wgp_reply rep;
   if (wg_broker_send(u, &req) != 0 || recv_reply(u, &rep) != 0) {
     wg_debug("hello: no answer from the broker: %s", strerror(errno));

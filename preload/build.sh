@@ -5,9 +5,12 @@
 #   protocol_test            the protocol/config unit-test binary, for this machine
 #   probe-<arch>             wrapguard-probe (probe.c, not part of the library), the program
 #                            selftest and doctor run under the interposer, per architecture
-#   embedded.ts              the libraries and probes as base64 per architecture, imported by
-#                            cli/run.ts, cli/selftest.ts and cli/doctor.ts so that `deno run`
-#                            from source and `deno compile` both carry them
+#   supervisor-<arch>        wrapguard-supervisor (supervisor/*.c with the pure protocol.c,
+#                            config.c, sockaddr.c), the seccomp launcher `run` starts every
+#                            program under, per architecture
+#   embedded.ts              the libraries, probes and supervisors as base64 per architecture,
+#                            imported by cli/run.ts, cli/selftest.ts and cli/doctor.ts so that
+#                            `deno run` from source and `deno compile` both carry them
 # Each output is written to a temporary name and renamed, so concurrent builds never expose a
 # half-written library. Needs only a C compiler; links only libc, libdl and libpthread.
 set -euo pipefail
@@ -66,6 +69,23 @@ build_probe() {
 build_probe "$cc_x86_64" x86_64
 build_probe "$cc_aarch64" aarch64
 
+build_supervisor() {
+  local cc=$1 arch=$2
+  command -v "$cc" >/dev/null 2>&1 || return 0
+  local tmp
+  tmp=$(mktemp "$out/.supervisor-$arch.XXXXXX")
+  if ! "$cc" -std=gnu11 -O2 -s -Wall -Wextra -Werror -fno-strict-aliasing -I. -o "$tmp" \
+    supervisor/*.c protocol.c config.c sockaddr.c -lpthread; then
+    rm -f "$tmp"
+    return 1
+  fi
+  install_file "$tmp" "$out/supervisor-$arch"
+  echo "preload: built $out/supervisor-$arch"
+}
+
+build_supervisor "$cc_x86_64" x86_64
+build_supervisor "$cc_aarch64" aarch64
+
 # The unit-test binary links the pure parts (protocol, config, sockaddr) without any hook.
 native_cc=gcc
 command -v "$native_cc" >/dev/null 2>&1 || native_cc=cc
@@ -96,6 +116,14 @@ tmp=$(mktemp "$out/.embedded.XXXXXX")
   for arch in x86_64 aarch64; do
     if [ -f "$out/probe-$arch" ]; then
       printf '  "%s": "%s",\n' "$arch" "$(base64 -w0 "$out/probe-$arch")"
+    fi
+  done
+  echo "};"
+  echo "/** wrapguard-supervisor (preload/supervisor/) for each architecture, as base64. */"
+  echo "export const supervisors: Readonly<Record<string, string>> = {"
+  for arch in x86_64 aarch64; do
+    if [ -f "$out/supervisor-$arch" ]; then
+      printf '  "%s": "%s",\n' "$arch" "$(base64 -w0 "$out/supervisor-$arch")"
     fi
   done
   echo "};"

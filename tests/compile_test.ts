@@ -1,5 +1,6 @@
 /**
- * The single binary's ingredients: preload/build.sh builds the interposer and the probe for both
+ * The single binary's ingredients: preload/build.sh builds the interposer, the probe and the
+ * supervisor for both
  * architectures (x86_64 and aarch64 — a missing cross compiler is a failure here, as CI installs
  * it), the ELF machine fields are right, and the bytes embedded in preload/build/embedded.ts are
  * the built files. Then `deno task compile` (.ci/compile): it builds both binaries where a runtime
@@ -7,7 +8,7 @@
  * network namespace so that its download attempt cannot leave the machine.
  */
 import assert from "node:assert/strict";
-import { libraries, probes } from "../preload/build/embedded.ts";
+import { libraries, probes, supervisors } from "../preload/build/embedded.ts";
 import { udpHelpers } from "../native/build/embedded.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
@@ -48,10 +49,10 @@ async function withBuild(
   }
 }
 
-Deno.test("preload: both interposers and probes build for their architecture; embedded = built", async () => {
+Deno.test("preload: both interposers, probes and supervisors build for their architecture; embedded = built", async () => {
   await withBuild("preload/build.sh", "WRAPGUARD_PRELOAD_OUT", async (read) => {
     for (const arch of ["x86_64", "aarch64"]) {
-      for (const name of [`libwrapguard-${arch}.so`, `probe-${arch}`]) {
+      for (const name of [`libwrapguard-${arch}.so`, `probe-${arch}`, `supervisor-${arch}`]) {
         assert.equal(elfMachine(await read(name)), MACHINE[arch], `${name} is for ${arch}`);
       }
       // What the program carries is what preload/build holds (CI builds it before the tests).
@@ -61,6 +62,12 @@ Deno.test("preload: both interposers and probes build for their architecture; em
       assert.equal(elfMachine(probe), MACHINE[arch]);
       assert.deepEqual(lib, await Deno.readFile(`${ROOT}preload/build/libwrapguard-${arch}.so`));
       assert.deepEqual(probe, await Deno.readFile(`${ROOT}preload/build/probe-${arch}`));
+      const supervisor = Uint8Array.fromBase64(supervisors[arch] ?? "");
+      assert.equal(elfMachine(supervisor), MACHINE[arch]);
+      assert.deepEqual(
+        supervisor,
+        await Deno.readFile(`${ROOT}preload/build/supervisor-${arch}`),
+      );
     }
   });
 });

@@ -109,7 +109,7 @@ const HAVE_STATIC = which("gcc") !== undefined &&
   }).then((r) => r.code === 0, () => false));
 
 Deno.test({
-  name: "doctor flags a static target and passes a dynamic one",
+  name: "doctor names the path a target takes: the supervisor's for a static one",
   ignore: !HAVE_STATIC,
   async fn() {
     await withDir(async (dir) => {
@@ -118,14 +118,24 @@ Deno.test({
       });
       assert.equal(r0.code, 0, r0.stderr);
       const r = await doctor(["--", `${dir}/static`]);
-      assert.equal(r.code, 1);
+      assert.equal(r.code, 0, JSON.stringify(r.checks, null, 2));
       const t = find(r.checks, "target");
-      assert.equal(t.status, "fail");
-      assert.match(t.detail, /statically linked/);
-      assert.match(`${t.detail} ${t.hint}`, /wrapguard forward.*wrapguard proxy/);
+      assert.equal(t.status, "pass");
+      assert.match(t.detail, /is statically linked, not setuid: the supervisor's path/);
       assert.equal(find(r.checks, "interposer").status, "pass");
+      const sv = find(r.checks, "supervisor");
+      assert.equal(sv.status, "pass", sv.detail);
+      assert.match(sv.detail, /supervisor \(\d+ KiB\) extracted; this kernel has seccomp user/);
       const ok = await doctor(["--", "sh", "-c", "true"]);
       assert.equal(find(ok.checks, "target").status, "pass");
+      assert.match(find(ok.checks, "target").detail, /the interposer's path/);
+      const suid = `${dir}/suid`;
+      await Deno.copyFile("/bin/true", suid);
+      await Deno.chmod(suid, 0o4755);
+      const refused = await doctor(["--", suid]);
+      assert.equal(refused.code, 1);
+      assert.equal(find(refused.checks, "target").status, "fail");
+      assert.match(find(refused.checks, "target").detail, /is setuid/);
       assert.equal(ok.code, 0, JSON.stringify(ok.checks, null, 2));
       const perms = find(ok.checks, "permissions");
       assert.match(perms.detail, /granted: net, read, write, run, env; not granted: sys, ffi/);

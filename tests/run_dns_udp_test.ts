@@ -53,11 +53,17 @@ async function waitFor<T>(what: string, f: () => T | undefined, ms = 10_000): Pr
   }
 }
 
-/** The wrapped program under a running `wrapguard run` (its only child). */
-/** The wrapped program among wrapguard's children (the sandbox's janitor `sh` is one too). */
+/**
+ * The wrapped program under a running `wrapguard run`: among wrapguard's descendants (the
+ * sandbox's janitor `sh` is a child too; the program is the supervisor's child).
+ */
 async function wrappedChild(wrapper: Spawned, comm = "sleep"): Promise<number> {
   return await waitFor("the wrapped program", () => {
-    const kids = childrenOf(wrapper.pid).filter((k) => {
+    const all: number[] = [];
+    for (let level = childrenOf(wrapper.pid); level.length > 0; level = level.flatMap(childrenOf)) {
+      all.push(...level);
+    }
+    const kids = all.filter((k) => {
       try {
         return Deno.readTextFileSync(`/proc/${k}/comm`).trim() === comm;
       } catch {

@@ -57,9 +57,16 @@ function entries(dir: string): string[] {
   return Array.from(Deno.readDirSync(dir), (e) => e.name).sort();
 }
 
-/** The children of `pid` whose command name is `comm` (the janitor is a child too). */
+/**
+ * The descendants of `pid` whose command name is `comm` (the janitor is a child too; the program
+ * is the supervisor's child, a grandchild of wrapguard).
+ */
 function childrenNamed(pid: number, comm: string): number[] {
-  return childrenOf(pid).filter((k) => {
+  const all: number[] = [];
+  for (let level = childrenOf(pid); level.length > 0; level = level.flatMap(childrenOf)) {
+    all.push(...level);
+  }
+  return all.filter((k) => {
     try {
       return Deno.readTextFileSync(`/proc/${k}/comm`).trim() === comm;
     } catch {
@@ -68,7 +75,7 @@ function childrenNamed(pid: number, comm: string): number[] {
   });
 }
 
-/** Waits until `pid` has a child named `comm` (a `sh -c "…; exec sleep"` takes a moment). */
+/** Waits until `pid` has a descendant named `comm` (a `sh -c "…; exec sleep"` takes a moment). */
 async function waitForChildNamed(pid: number, comm: string): Promise<number[]> {
   for (let i = 0; i < 200; i++) {
     const found = childrenNamed(pid, comm);
@@ -99,6 +106,30 @@ function childrenOf(pid: number): number[] {
   return out;
 }
 
+/** Runs argv[1…] with seccomp(2) failing with ENOSYS (its own filter, no_new_privs first). */
+const NO_SECCOMP = `
+#include <errno.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+  struct sock_filter f[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_seccomp, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  struct sock_fprog p = {.len = 4, .filter = f};
+  if (argc < 2 || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+      prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &p) != 0) return 99;
+  execvp(argv[1], argv + 1);
+  return 98;
+}
+`;
+
 async function compile(source: string, out: string, flags: string[]): Promise<void> {
   const r = await run(null, ["gcc", ...flags, "-x", "c", "-o", out, "-"], { stdin: source });
   assert.equal(r.code, 0, r.stderr);
@@ -126,7 +157,11 @@ Deno.test("launch: resolving and inspecting the program before it runs", async (
       assert.equal(sh.bits, 64);
       assert.match(sh.interpreter ?? "", /ld-linux/);
     }
-    assert.deepEqual(inspectTarget("/bin/sh"), ["/bin/sh"]);
+    assert.deepEqual(inspectTarget("/bin/sh"), {
+      chain: ["/bin/sh"],
+      path: "interposer",
+      why: undefined,
+    });
     assert.equal(sh.kind === "elf" && sh.go, false);
   });
   await t.step("#! scripts are judged by their interpreter, through env", async () => {
@@ -138,7 +173,8 @@ Deno.test("launch: resolving and inspecting the program before it runs", async (
         interpreter: "/usr/bin/env",
         arg: "-S sh -e",
       });
-      const chain = inspectTarget(script, Deno.build.arch, "/usr/bin:/bin");
+      const { chain, path } = inspectTarget(script, Deno.build.arch, "/usr/bin:/bin");
+      assert.equal(path, "interposer");
       assert.equal(chain[0], script);
       assert.equal(chain.at(-1), "/usr/bin/sh");
     });
@@ -220,35 +256,51 @@ Deno.test("wrapguard run: usage errors and refused programs", async (t) => {
     });
     if (which("wireguard-go") !== undefined) {
       await t.step(
-        "a Go program (its own system calls), even dynamically linked: refused",
+        "a Go program (its own system calls): the supervisor's path, it runs",
         async () => {
           const go = which("wireguard-go")!;
           const info = inspectExecutable(go);
           assert.ok(info.kind === "elf" && info.go);
+          assert.deepEqual(inspectTarget(go).why, { file: go, reason: "go" });
           const r = await wg(["run", "--config", config, "--", go, "--version"]);
-          assert.equal(r.code, 126);
-          assert.match(r.stderr, /is a Go program/);
-          assert.match(r.stderr, /wrapguard proxy/);
+          assert.equal(r.code, 0, r.stderr);
+          assert.match(r.stdout, /wireguard-go/);
         },
       );
     }
     if (HAVE_GCC) {
       await t.step(
-        "statically linked, directly or as a script's interpreter: refused",
+        "statically linked, directly or as a script's interpreter: the supervisor's path",
         async () => {
           const stat = `${dir}/static`;
-          await compile("int main(void) { return 0; }", stat, ["-static"]);
+          await compile("int main(int c, char **v) { return c == 2 ? 7 : 3; }", stat, ["-static"]);
+          assert.deepEqual(inspectTarget(stat).why, { file: stat, reason: "static" });
           const r = await wg(["run", "--config", config, "--", stat]);
-          assert.equal(r.code, 126, r.stderr);
-          assert.match(r.stderr, /statically linked/);
-          assert.match(r.stderr, /'wrapguard forward' or 'wrapguard proxy'/);
+          assert.equal(r.code, 3, r.stderr);
           const script = `${dir}/via-static`;
           await Deno.writeTextFile(script, `#!${stat}\n`, { mode: 0o755 });
+          assert.equal(inspectTarget(script).path, "supervisor");
           const s = await wg(["run", "--config", config, "--", script]);
-          assert.equal(s.code, 126);
-          assert.match(s.stderr, /statically linked/);
-          // No run directory was even created.
+          assert.equal(s.code, 7, s.stderr);
+          // Both run directories were removed at the end.
           assert.deepEqual(entries(tmp), []);
+        },
+      );
+      await t.step(
+        "a kernel without seccomp user notification: nothing runs, 126 with the reason",
+        async () => {
+          // A launcher whose own filter makes seccomp(2) fail with ENOSYS, as an old kernel would.
+          const noSeccomp = `${dir}/no-seccomp`;
+          await compile(NO_SECCOMP, noSeccomp, []);
+          const marker = `${dir}/ran`;
+          const r = await run(null, [
+            noSeccomp,
+            ...wrapguardArgv(["run", "--config", config, "--", "sh", "-c", `touch ${marker}`]),
+          ], { env: envFor(tmp), timeoutMs: 20_000 });
+          assert.equal(r.code, 126, r.stderr);
+          assert.match(r.stderr, /this kernel cannot supervise programs/);
+          assert.match(r.stderr, /the supervisor could not start sh/);
+          assert.equal(await Deno.stat(marker).then(() => true, () => false), false);
         },
       );
     }
@@ -275,13 +327,18 @@ Deno.test("wrapguard run: signals reach the program, its status comes back, noth
           const p = start(trapper(sig, code));
           try {
             await p.waitForOutput("ready", { timeoutMs: 15_000 });
-            // While it runs: one private directory with the library and the broker's socket.
+            // While it runs: one private directory with the library, the supervisor and the
+            // broker's socket.
             const dirs = entries(tmp);
             assert.equal(dirs.length, 1);
             assert.match(dirs[0]!, new RegExp(`^wrapguard-run-${p.pid}-`));
             const st = await Deno.stat(`${tmp}/${dirs[0]}`);
             assert.equal(st.mode! & 0o777, 0o700);
-            assert.deepEqual(entries(`${tmp}/${dirs[0]}`), ["broker.sock", "libwrapguard.so"]);
+            assert.deepEqual(entries(`${tmp}/${dirs[0]}`), [
+              "broker.sock",
+              "libwrapguard.so",
+              "wrapguard-supervisor",
+            ]);
             Deno.kill(p.pid, `SIG${sig}`);
             const r = await p.wait(15_000);
             assert.equal(r.code, code, r.stderr);
@@ -420,12 +477,13 @@ print("ints", n[0], flush=True)
 });
 
 Deno.test({
-  name: "wrapguard run: a program the interposer did not load into is stopped (fail closed)",
+  name: "wrapguard run: a temporary directory mounted noexec: nothing runs unwrapped (fail closed)",
   ignore: !IS_ROOT || which("unshare") === undefined,
   async fn() {
     await withScratch(async ({ dir, config }) => {
-      // A temporary directory mounted noexec: the loader cannot map the library and runs the
-      // program without it (printing a warning). Only HELLO can tell.
+      // A temporary directory mounted noexec: the loader could not map the library and would run
+      // the program without it, but the supervisor (which every program is started under) cannot
+      // be executed from there either, so nothing runs: 126, with the reason.
       const noexec = `${dir}/noexec`;
       await Deno.mkdir(noexec);
       const quote = (a: string) => `'${a.replaceAll("'", `'\\''`)}'`;
@@ -440,12 +498,10 @@ ${wrap("echo slow; exec sleep 30")}; echo "rc=$?"`;
         timeoutMs: 40_000,
       });
       assert.equal(r.code, 0, r.stderr);
-      // The program that ran unwrapped and exited: reported, 126.
-      // The one still running after the HELLO deadline: killed, 126.
-      assert.match(r.stdout, /quick\nrc=126\nslow\nrc=126\n/, r.stdout + r.stderr);
-      assert.match(r.stderr, /did not load into sh within 5 s, so it was killed/);
+      assert.equal(r.stdout, "rc=126\nrc=126\n", r.stdout + r.stderr);
+      assert.match(r.stderr, /cannot start sh under the supervisor/);
       assert.match(r.stderr, /noexec/);
-      assert.ok(Date.now() - started < 30_000, "the slow one was killed, not waited for");
+      assert.ok(Date.now() - started < 30_000, "nothing was waited for");
     });
   },
 });

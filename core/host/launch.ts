@@ -1,22 +1,28 @@
 /**
- * What `wrapguard run` checks and prepares before it starts a program under the interposer
- * (DESIGN.md decision 5, fail closed):
+ * What `wrapguard run` checks and prepares before it starts a program (DESIGN.md decision 5, fail
+ * closed):
  *
  * ```text
  * command ─► resolveCommand (PATH, as execvp) ─► inspectTarget
- *              │                                   ├─ ELF: dynamically linked (PT_INTERP)?
- *              │                                   │       our architecture, 64-bit?
- *              │                                   │       not setuid/setgid? not Go?
+ *              │                                   ├─ ELF: our architecture, 64-bit?
+ *              │                                   │       not setuid/setgid?
+ *              │                                   │       dynamically linked and not Go: the
+ *              │                                   │       interposer's fast path; static or Go:
+ *              │                                   │       the supervisor alone
  *              │                                   └─ "#!" script: the same for its interpreter
  *              │                                          (and for `env`'s program), ≤ 4 levels
  *              ▼
- *   materializeInterposer: the embedded library into a private directory (0700)
+ *   materialize: the embedded interposer and supervisor into a private directory (0700)
  *   childEnv: LD_PRELOAD appended to the program's own, the broker's WRAPGUARD_* variables
+ *   supervisorArgv / supervisorEnv: the program runs under wrapguard-supervisor, whose seccomp
+ *     filter every program and descendant gets, whichever path it takes (PROTOCOL.md
+ *     "Supervisor (seccomp)")
  * ```
  *
  * The checks are what can be known before the program runs. What only the program can show
  * (file capabilities, a temporary directory mounted noexec, a loader that refuses the library)
- * is proven afterwards by the interposer's HELLO to the broker (`Broker.waitForHello`).
+ * is proven afterwards by the HELLO to the broker (`Broker.waitForHello`): the interposer's, or
+ * for a program on the supervisor's path the supervisor's, once its filter is in place.
  *
  * @module
  */
@@ -25,11 +31,25 @@
 export type RefusalReason =
   | "not-found"
   | "not-executable"
-  | "static"
   | "setuid"
   | "architecture"
-  | "raw-syscalls"
   | "interpreter";
+
+/**
+ * How a program is wrapped: `interposer` (dynamically linked, the preloaded library sees its
+ * sockets; the supervisor's filter stands behind it) or `supervisor` (statically linked or Go:
+ * only the seccomp supervisor sees its sockets).
+ */
+export type WrapPath = "interposer" | "supervisor";
+
+/** What inspectTarget found. */
+export interface TargetInfo {
+  /** The files that were checked, the program first, then its interpreters. */
+  chain: string[];
+  path: WrapPath;
+  /** Why the supervisor path: the file that is statically linked or built by Go. */
+  why?: { file: string; reason: "static" | "go" };
+}
 
 /** A program the interposer cannot be active in: `run` refuses to start it. */
 export class LaunchRefused extends Error {
@@ -202,18 +222,20 @@ function hasGoSections(file: Deno.FsFile, head: DataView, bits: 32 | 64, little:
 const ALTERNATIVES = "use 'wrapguard forward' or 'wrapguard proxy' for such a program";
 
 /**
- * Checks that the interposer can be active in the program at `path` (for `arch`, a
- * `Deno.build.arch`): follows `#!` interpreters (and `env`'s program, looked up on `path`) and
- * refuses statically linked, setuid/setgid, Go and foreign-architecture executables. Returns the
- * chain of files that were checked, the program first.
+ * Checks that the program at `path` (for `arch`, a `Deno.build.arch`) can be wrapped, and how:
+ * follows `#!` interpreters (and `env`'s program, looked up on `path`); refuses setuid/setgid and
+ * foreign-architecture executables; a statically linked or Go executable anywhere in the chain
+ * puts the program on the supervisor's path.
  * @throws {LaunchRefused} naming the reason and the file.
  */
 export function inspectTarget(
   path: string,
   arch: string = Deno.build.arch,
   searchPath = Deno.env.get("PATH") ?? "",
-): string[] {
+): TargetInfo {
   const chain: string[] = [];
+  let why: TargetInfo["why"];
+  const done = (): TargetInfo => ({ chain, path: why ? "supervisor" : "interposer", why });
   let current = path;
   for (let depth = 0; depth <= MAX_INTERPRETERS; depth++) {
     chain.push(current);
@@ -223,40 +245,27 @@ export function inspectTarget(
       throw new LaunchRefused(
         "setuid",
         current,
-        `${current} is ${what}: the dynamic loader ignores LD_PRELOAD for it, so its network ` +
-          `traffic would not go through the tunnel; ${ALTERNATIVES}`,
+        `${current} is ${what}: the dynamic loader ignores LD_PRELOAD for it, and under the ` +
+          `supervisor's filter (no_new_privs) it would run without its privileges; ${ALTERNATIVES}`,
       );
     }
     const info = inspectExecutable(current);
     if (info.kind === "elf") {
-      if (!info.dynamic) {
-        throw new LaunchRefused(
-          "static",
-          current,
-          `${current} is statically linked: the interposer cannot be loaded into it, so its ` +
-            `network traffic would not go through the tunnel; ${ALTERNATIVES}`,
-        );
-      }
-      if (info.go) {
-        throw new LaunchRefused(
-          "raw-syscalls",
-          current,
-          `${current} is a Go program: its runtime makes system calls directly, past the ` +
-            `interposer, so its network traffic would not go through the tunnel; ${ALTERNATIVES}`,
-        );
-      }
       const want = ELF_MACHINE[arch];
       if (info.bits !== 64 || (want !== undefined && info.machine !== want)) {
         throw new LaunchRefused(
           "architecture",
           current,
           `${current} is a ${info.bits}-bit program for another architecture (ELF machine ` +
-            `${info.machine}); the interposer is built for ${arch} only; ${ALTERNATIVES}`,
+            `${info.machine}); the interposer and supervisor are built for ${arch} only; ` +
+            ALTERNATIVES,
         );
       }
-      return chain;
+      if (!info.dynamic) why ??= { file: current, reason: "static" };
+      else if (info.go) why ??= { file: current, reason: "go" };
+      return done();
     }
-    if (info.kind === "other") return chain; // binfmt_misc or unknown: HELLO will tell
+    if (info.kind === "other") return done(); // binfmt_misc or unknown: HELLO will tell
     let next = info.interpreter;
     if (next.split("/").pop() === "env" && info.arg !== undefined) {
       // "#!/usr/bin/env [-S] prog args": env runs prog from PATH; check that one too.
@@ -265,13 +274,7 @@ export function inspectTarget(
       if (prog !== undefined) {
         chain.push(next);
         const envInfo = inspectExecutable(next);
-        if (envInfo.kind === "elf" && !envInfo.dynamic) {
-          throw new LaunchRefused(
-            "static",
-            next,
-            `${next} (the interpreter of ${current}) is statically linked; ${ALTERNATIVES}`,
-          );
-        }
+        if (envInfo.kind === "elf" && !envInfo.dynamic) why ??= { file: next, reason: "static" };
         try {
           next = resolveCommand(prog, searchPath);
         } catch {
@@ -301,30 +304,67 @@ export function inspectTarget(
 
 /** The interposer's file name inside the private directory. */
 export const INTERPOSER_NAME = "libwrapguard.so";
+/** The supervisor's file name inside the private directory. */
+export const SUPERVISOR_NAME = "wrapguard-supervisor";
 
 /**
- * Writes the embedded interposer for `arch` into `dir` (which the caller made private) and
- * returns its path. `libraries` maps architectures to base64 (preload/build/embedded.ts).
- * @throws {Deno.errors.NotSupported} when this build carries no library for `arch`.
+ * Writes the embedded file for `arch` from `table` (architecture → base64, as in
+ * preload/build/embedded.ts) into `dir` (which the caller made private) as `name`, mode 0500, and
+ * returns its path.
+ * @throws {Deno.errors.NotSupported} when this build carries none for `arch`.
  */
-export async function materializeInterposer(
+export async function materialize(
   dir: string,
-  libraries: Readonly<Record<string, string>>,
+  name: string,
+  table: Readonly<Record<string, string>>,
   arch: string = Deno.build.arch,
 ): Promise<string> {
-  const b64 = libraries[arch];
+  const b64 = table[arch];
   if (b64 === undefined) {
     throw new Deno.errors.NotSupported(
-      `this wrapguard carries no interposer for ${arch} (built for ${
-        Object.keys(libraries).join(", ") || "none"
+      `this wrapguard carries no ${name} for ${arch} (built for ${
+        Object.keys(table).join(", ") || "none"
       })`,
     );
   }
   const bytes = Uint8Array.fromBase64(b64);
-  const path = `${dir}/${INTERPOSER_NAME}`;
+  const path = `${dir}/${name}`;
   await Deno.writeFile(path, bytes, { mode: 0o500 });
   await Deno.chmod(path, 0o500);
   return path;
+}
+
+/** Writes the embedded interposer for `arch` into `dir` (see {@link materialize}). */
+export function materializeInterposer(
+  dir: string,
+  libraries: Readonly<Record<string, string>>,
+  arch: string = Deno.build.arch,
+): Promise<string> {
+  return materialize(dir, INTERPOSER_NAME, libraries, arch);
+}
+
+/**
+ * The supervisor's arguments that start `target` (with `args`) under it: with `--hello` on the
+ * supervisor's path, where no interposer will say HELLO.
+ */
+export function supervisorArgv(
+  path: WrapPath,
+  target: string,
+  args: string[],
+): string[] {
+  return [...(path === "supervisor" ? ["--hello"] : []), "--", target, ...args];
+}
+
+/**
+ * The supervisor's environment: the program's, with its LD_PRELOAD held in WRAPGUARD_PRELOAD
+ * (the supervisor puts it back just before it execs the program), so that the interposer is not
+ * loaded into the supervisor itself.
+ */
+export function supervisorEnv(env: Record<string, string>): Record<string, string> {
+  const out: Record<string, string> = { ...env };
+  delete out.LD_PRELOAD;
+  if (env.LD_PRELOAD !== undefined) out.WRAPGUARD_PRELOAD = env.LD_PRELOAD;
+  return out;
 }
 
 /** The prefix of run directories, `wrapguard-run-<pid>-…`, so that a later run can tell whose
@@ -397,6 +437,8 @@ const RUN_VARIABLES = [
   "WRAPGUARD_DNS",
   "WRAPGUARD_DNS_SEARCH",
   "WRAPGUARD_HELLO",
+  "WRAPGUARD_PRELOAD",
+  "WRAPGUARD_HELLO_AS",
 ];
 
 /**

@@ -7,7 +7,9 @@
  * ```text
  * config parses ─► endpoints resolve ─► a UDP socket opens ─► a handshake with each peer (online)
  * interposer extracts, loads into the probe, captures a connect (embedded peer on 127.0.0.1)
- * target: found, dynamically linked ELF of this architecture, not setuid/static/Go
+ * supervisor extracts and this kernel can supervise (seccomp user notification, pidfd_getfd)
+ * target: found, ELF of this architecture, not setuid; which path it takes (the interposer's,
+ *   or the supervisor's alone for a static or Go program)
  * permissions in force
  * ```
  *
@@ -21,7 +23,15 @@ import { loadConfig } from "../../config/mod.ts";
 import type { Config } from "../../config/types.ts";
 import { formatIP, parseIP } from "../../wire/addr.ts";
 import { type EmbeddedWorld, embeddedWorld, HTTP_BODY, PEER_V4, WrapSession } from "./world.ts";
-import { inspectExecutable, inspectTarget, LaunchRefused, resolveCommand } from "../launch.ts";
+import {
+  inspectExecutable,
+  inspectTarget,
+  LaunchRefused,
+  materialize,
+  resolveCommand,
+  SUPERVISOR_NAME,
+  type TargetInfo,
+} from "../launch.ts";
 import { permissionStates } from "../sandbox.ts";
 import { Tunnel } from "../tunnel/mod.ts";
 import { UdpTransport } from "../tunnel/udp.ts";
@@ -53,6 +63,8 @@ export interface DoctorOptions {
   /** The embedded interposer and probe per architecture (preload/build/embedded.ts). */
   libraries: Readonly<Record<string, string>>;
   probes: Readonly<Record<string, string>>;
+  /** The embedded supervisor per architecture; without it the supervisor check is skipped. */
+  supervisors?: Readonly<Record<string, string>>;
   arch?: string;
 }
 
@@ -102,6 +114,7 @@ export async function runDoctor(options: DoctorOptions): Promise<DoctorCheck[]> 
 
   await configChecks(options, check, checks);
   await check("interposer", () => interposerCheck(options));
+  await check("supervisor", () => supervisorCheck(options));
   if (options.target && options.target.length > 0) {
     await check(
       `target ${options.target[0]}`,
@@ -302,6 +315,46 @@ async function interposerCheck(options: DoctorOptions): Promise<string> {
   }
 }
 
+/** The supervisor extracts, runs, and finds what it needs in this kernel (`--check`). */
+async function supervisorCheck(options: DoctorOptions): Promise<string> {
+  const arch = options.arch ?? Deno.build.arch;
+  if (options.supervisors === undefined) throw skip("no supervisor given");
+  if (options.supervisors[arch] === undefined) {
+    throw fail(
+      `this build carries no supervisor for ${arch}`,
+      "run 'deno task build:preload' (gcc and gcc-aarch64-linux-gnu) and rebuild",
+    );
+  }
+  const dir = await Deno.makeTempDir({ prefix: "wrapguard-doctor-" });
+  try {
+    await Deno.chmod(dir, 0o700);
+    const path = await materialize(dir, SUPERVISOR_NAME, options.supervisors, arch);
+    let out: Deno.CommandOutput;
+    try {
+      out = await new Deno.Command(path, { args: ["--check"], stdout: "piped", stderr: "piped" })
+        .output();
+    } catch (e) {
+      throw fail(
+        `the supervisor does not start: ${(e as Error).message}`,
+        `is ${dir.replace(/\/[^/]*$/, "")} mounted noexec? set TMPDIR elsewhere`,
+      );
+    }
+    const said = new TextDecoder().decode(out.stdout).trim();
+    if (out.code !== 0) {
+      throw fail(
+        `this kernel cannot supervise programs: ${said || `exit ${out.code}`}`,
+        "Linux 5.8 or later with seccomp is needed; 'wrapguard run' refuses to start programs",
+      );
+    }
+    const size = Math.round(Uint8Array.fromBase64(options.supervisors[arch]!).length / 1024);
+    return `${arch} supervisor (${size} KiB) extracted; this kernel has ${
+      said.replace(/^yes: /, "")
+    }`;
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+}
+
 function targetCheck(name: string, arch?: string): Promise<string> {
   let path: string;
   try {
@@ -310,21 +363,32 @@ function targetCheck(name: string, arch?: string): Promise<string> {
     if (e instanceof LaunchRefused) throw fail(e.message, "check the name and PATH");
     throw e;
   }
-  let chain: string[];
+  let target: TargetInfo;
   try {
-    chain = inspectTarget(path, arch);
+    target = inspectTarget(path, arch);
   } catch (e) {
     if (!(e instanceof LaunchRefused)) throw e;
     throw fail(e.message, ALTERNATIVES);
   }
+  const chain = target.chain;
   const last = chain[chain.length - 1]!;
   const info = inspectExecutable(last);
+  const via = chain.length > 1 ? ` via ${chain.slice(0, -1).join(" → ")}` : "";
+  if (target.why) {
+    const what = target.why.reason === "static" ? "statically linked" : "a Go program";
+    return Promise.resolve(
+      `${last}${via}: ${target.why.file} is ${what}, not setuid: the supervisor's path ` +
+        `(seccomp: TCP and UDP out and in, DNS to the resolv.conf nameserver)`,
+    );
+  }
   const how = info.kind === "elf"
     ? `dynamically linked ${info.bits}-bit ELF for ${arch ?? Deno.build.arch}` +
       (info.interpreter ? ` (loader ${info.interpreter})` : "")
     : "not an ELF file; the interposer's HELLO will tell at run time";
-  const via = chain.length > 1 ? ` via ${chain.slice(0, -1).join(" → ")}` : "";
-  return Promise.resolve(`${last}${via}: ${how}, not setuid, not Go`);
+  return Promise.resolve(
+    `${last}${via}: ${how}, not setuid, not Go: the interposer's path (the supervisor's ` +
+      `filter behind it)`,
+  );
 }
 
 async function permissionCheck(): Promise<string> {
