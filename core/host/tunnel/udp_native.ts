@@ -12,12 +12,16 @@
  * The helper is loaded once per process ({@link udpHelper}): its bytes are written to a fresh
  * 0700 directory under /tmp, opened, and removed at once (the mapping stays). The CLI grants
  * `--allow-ffi=/tmp` only for this and revokes ffi once the tunnel is up, before it reads a packet.
+ * The same library carries the transport AEAD (native/aead.c): loading it also opens libcrypto or
+ * libsodium, there and then (before any sandbox), and offers that AEAD to crypto.ts
+ * (aead_native.ts), which takes it only if it reproduces noble.
  *
  * @module
  */
 import { udpHelpers } from "../../../native/build/embedded.ts";
 import { type IpBytes, parseIP } from "../../wire/addr.ts";
 import type { Endpoint } from "../../wireguard/peer.ts";
+import { type NativeAeadState, offerNativeAead } from "../../wireguard/aead_native.ts";
 import type { UdpTransport, UdpTransportOptions } from "./udp.ts";
 
 const Symbols = {
@@ -38,14 +42,25 @@ const Symbols = {
     parameters: ["i32", "i32", "buffer", "i32", "i32", "buffer", "buffer"],
     result: "i32",
   },
+  wgc_available: { parameters: [], result: "i32" },
+  wgc_use: { parameters: ["i32"], result: "i32" },
+  wgc_seal: {
+    parameters: ["buffer", "buffer", "buffer", "i32", "buffer", "i32", "buffer"],
+    result: "i32",
+  },
+  wgc_open: {
+    parameters: ["buffer", "buffer", "buffer", "i32", "buffer", "i32", "buffer"],
+    result: "i32",
+  },
 } as const;
 
 export type UdpHelperLib = Deno.DynamicLibrary<typeof Symbols>["symbols"];
 
-/** The helper, or why it is not available. */
+/** The helper, or why it is not available; and its AEAD's library, or why that is not used. */
 export interface UdpHelper {
   lib?: UdpHelperLib;
   reason?: string;
+  aead?: NativeAeadState;
 }
 
 /** Per-datagram metadata in the helper's layout (udpio.c). */
@@ -54,7 +69,7 @@ const Meta = 24;
 const Batch = 64;
 /** What the helper asks the kernel for (wireguard-go asks for 7 MiB). */
 const SocketBuffer = 7 << 20;
-const HelperVersion = 2;
+const HelperVersion = 3;
 /** Batches taken on the event loop's thread before it waits (and yields) once. */
 const InlineBatches = 4;
 
@@ -85,7 +100,7 @@ async function load(): Promise<UdpHelper> {
     });
     const lib = Deno.dlopen(path, Symbols).symbols;
     if (lib.wgio_version() !== HelperVersion) return { reason: "helper version mismatch" };
-    return { lib };
+    return { lib, aead: offerNativeAead(lib) };
   } catch (e) {
     return { reason: (e as Error).message };
   } finally {
