@@ -14,7 +14,7 @@
  *
  * @module
  */
-import { type AeadBackend, offerAead } from "./crypto.ts";
+import { type AeadBackend, aeadBackend, offerAead } from "./crypto.ts";
 
 /** The helper's AEAD symbols (a subset of the library `udp_native.ts` opens). */
 export interface NativeAeadSymbols {
@@ -105,4 +105,12 @@ export function offerNativeAead(lib: NativeAeadSymbols): NativeAeadState {
     case "explicit":
       return { reason: "another backend was chosen explicitly" };
   }
+}
+
+/** One line for `doctor` and `selftest`: the AEAD in use and, if it is not the helper's, why. */
+export function describeAead(state: NativeAeadState | undefined): string {
+  const name = aeadBackend();
+  if (name === "native") return `native (${state?.library ?? "helper"})`;
+  const why = state?.reason ?? "the helper is not loaded";
+  return `${name === "node" ? "node:crypto" : "noble"} (native AEAD: ${why})`;
 }
