@@ -90,7 +90,7 @@ Deno.test("doctor: an endpoint nobody answers on fails its handshake after the t
       // The UDP line says which UDP path and which AEAD the tunnel uses (both native here).
       assert.match(
         udp.detail,
-        /batched \(recvmmsg\/sendmmsg\); AEAD native \(OpenSSL libcrypto\.so\.3\)/,
+        /batched \(recvmmsg\/sendmmsg\); AEAD native \((OpenSSL libcrypto\.so\.3|libsodium\.so\.23)\)/,
       );
       const hs = find(r.checks, "handshake");
       assert.equal(hs.status, "fail");
