@@ -77,6 +77,8 @@ static pthread_once_t loaded = PTHREAD_ONCE_INIT;
 #define RESOLVE(lib, field, name)                                                                  \
   if (!(*(void **)&field = dlsym(lib, name))) return 0
 
+static EVP_CIPHER_CTX *context(int enc);
+
 static int resolve_libcrypto(void *lib) {
   RESOLVE(lib, ossl.ctx_new, "EVP_CIPHER_CTX_new");
   RESOLVE(lib, ossl.chacha20_poly1305, "EVP_chacha20_poly1305");
@@ -84,7 +86,9 @@ static int resolve_libcrypto(void *lib) {
   RESOLVE(lib, ossl.update, "EVP_CipherUpdate");
   RESOLVE(lib, ossl.final, "EVP_CipherFinal_ex");
   RESOLVE(lib, ossl.ctrl, "EVP_CIPHER_CTX_ctrl");
-  return ossl.chacha20_poly1305() != NULL;
+  // This thread's two contexts now, while the helper loads: OpenSSL's own first-use set-up
+  // (configuration, provider) happens here, not at the first packet, after any sandboxing.
+  return ossl.chacha20_poly1305() != NULL && context(0) != NULL && context(1) != NULL;
 }
 
 static int resolve_libsodium(void *lib) {
