@@ -127,6 +127,27 @@ Deno.test("batched UDP helper: datagrams keep their bytes and order against kern
     });
 
     await t.step(
+      "slot(): filled after it returns, 130 in one turn (three sendmmsg), all arrive",
+      async () => {
+        const k = await kernelSocket("udp4", "127.0.0.1");
+        const seen: Uint8Array[] = [];
+        k.on("message", (m: Uint8Array) => seen.push(new Uint8Array(m)));
+        try {
+          const to = { address: new Uint8Array([127, 0, 0, 1]), port: k.address().port };
+          // Small datagrams so that 130 fit the receiver's default buffer. The 65th and the 129th
+          // slot send the full batch before them: their bytes were written by then.
+          const small = (i: number) => datagram(i).subarray(0, 4 + (i % 60));
+          for (let i = 0; i < 130; i++) native.slot(to, small(i).length)!.set(small(i));
+          await until(() => seen.length === 130);
+          seen.forEach((d, i) => assert.deepEqual(d, small(i), `datagram ${i}`));
+          assert.equal(native.slot(to, 4096), undefined, "larger than a slot");
+        } finally {
+          k.close();
+        }
+      },
+    );
+
+    await t.step(
       "a datagram larger than a slot is dropped and counted; the next one arrives",
       async () => {
         const k = await kernelSocket("udp4", "127.0.0.1");

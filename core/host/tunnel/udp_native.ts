@@ -5,8 +5,9 @@
  * receive: wgio_recv on a Deno worker thread (nonblocking symbol) ─► up to 64 datagrams in #rx
  *          ─► one copy each into its own array (the device decrypts in place and the stack may
  *             keep the packet) ─► onDatagram ─► next wgio_recv
- * send:    send() copies into the next slot of #tx ─► one wgio_send (sendmmsg) per batch, at the
- *          end of the current JavaScript turn or when 64 are waiting
+ * send:    slot() hands out the next slot of #tx, which the device seals a transport message
+ *          straight into (send() copies other datagrams there) ─► one wgio_send (sendmmsg) per
+ *          batch, at the end of the current JavaScript turn, or when a 65th slot is asked for
  * ```
  *
  * The helper is loaded once per process ({@link udpHelper}): its bytes are written to a fresh
@@ -205,24 +206,34 @@ export class NativeUdpTransport implements UdpTransport {
   }
 
   send(to: Endpoint, data: Uint8Array): void {
-    if (this.#closed) return;
+    this.slot(to, data.length)?.set(data);
+  }
+
+  /**
+   * Takes the next slot of the batch for a `length`-byte datagram to `to`; the caller fills the
+   * returned bytes before the turn ends. A full batch is sent when the next slot is asked for
+   * (the last one's bytes are written by then) or at the end of the turn.
+   */
+  slot(to: Endpoint, length: number): Uint8Array | undefined {
+    if (this.#closed) return undefined;
     const family = to.address.length === 4 ? 4 : 6;
-    if (data.length > this.#slot || (family === 6 && !this.#v6)) {
+    if (length > this.#slot || (family === 6 && !this.#v6)) {
       this.sendErrors++;
-      return;
+      return undefined;
     }
+    if (this.#txCount === Batch) this.#flush();
     const i = this.#txCount++;
-    this.#tx.set(data, i * this.#slot);
     const m = i * Meta;
-    this.#txView.setUint32(m, data.length, true);
+    this.#txView.setUint32(m, length, true);
     this.#txView.setUint16(m + 4, to.port, true);
     this.#txMeta[m + 6] = family;
     this.#txMeta.set(to.address, m + 8);
-    if (this.#txCount === Batch) this.#flush();
-    else if (!this.#flushQueued) {
+    if (!this.#flushQueued) {
       this.#flushQueued = true;
       queueMicrotask(this.#flush);
     }
+    const at = i * this.#slot;
+    return this.#tx.subarray(at, at + length);
   }
 
   readonly #flush = (): void => {
