@@ -3,7 +3,7 @@
  * through the library API. No root, no wireguard-go: the per-packet path of both directions at
  * once, for `--cpu-prof` and quick before/after checks of an optimization.
  *
- *   deno run -A bench/loopback.ts [--mib 64] [--aead noble] [--udp dgram|native]
+ *   deno run -A bench/loopback.ts [--mib 64] [--aead noble|node] [--udp dgram|native]
  *   deno run -A --cpu-prof --cpu-prof-dir=/tmp/prof bench/loopback.ts
  *
  * Prints one JSON line: MB/s, CPU seconds per GiB (both ends), and the AEAD backend.
@@ -13,7 +13,7 @@
 import { parseArgs } from "node:util";
 import process from "node:process";
 import { encodeKey, generatePrivateKey, publicKeyOf, Tunnel } from "../mod.ts";
-import { aeadBackend, nobleAead, setAeadBackend } from "../core/wireguard/crypto.ts";
+import { aeadBackend, nobleAead, nodeAead, setAeadBackend } from "../core/wireguard/crypto.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -23,7 +23,9 @@ const { values } = parseArgs({
     udp: { type: "string", default: "auto" },
   },
 });
+// Chosen before the tunnels load the helper, whose native AEAD then stays unused.
 if (values.aead === "noble") setAeadBackend(nobleAead);
+if (values.aead === "node") setAeadBackend(nodeAead);
 const size = Number(values.mib) * (1 << 20);
 const udpBackend = values.udp as "auto" | "native" | "dgram";
 

@@ -29,6 +29,8 @@ import type { Tunnel } from "../core/host/tunnel/mod.ts";
 import { resolveCommand } from "../core/host/launch.ts";
 import { formatIP, type IpBytes, parseIP } from "../core/wire/addr.ts";
 import { libraries, probes } from "../preload/build/embedded.ts";
+import { udpHelper } from "../core/host/tunnel/udp_native.ts";
+import { describeAead } from "../core/wireguard/aead_native.ts";
 
 const HELP = `Usage: wrapguard selftest [--json] [--no-namespace]
 
@@ -182,7 +184,9 @@ async function checks(record: (name: string, fn: () => Promise<string>) => Promi
   await record("embedded peer on 127.0.0.1", async () => {
     world = await embeddedWorld();
     const via = world.local.udp.backend === "native" ? "batched helper" : "node:dgram";
-    return `peer UDP port ${world.peer.udp.port}, local UDP port ${world.local.udp.port} (${via})`;
+    const aead = describeAead((await udpHelper()).aead);
+    return `peer UDP port ${world.peer.udp.port}, local UDP port ${world.local.udp.port} (${via}); ` +
+      `AEAD ${aead}`;
   });
   if (!world) return;
   const { local } = world;

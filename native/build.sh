@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Builds the batched UDP helper (udpio.c) into native/build/:
+# Builds the helper library (udpio.c: batched UDP; aead.c: ChaCha20-Poly1305 from libcrypto or
+# libsodium, opened at run time) into native/build/:
 #   libwgio-x86_64.so, libwgio-aarch64.so (the second only with aarch64-linux-gnu-gcc)
 #   embedded.ts   both as base64 per architecture, imported by core/host/tunnel/udp_native.ts so
 #                 that `deno run` from source and `deno compile` both carry them
-# Outputs are written to temporary names and renamed, as preload/build.sh does. Links only libc.
+# Outputs are written to temporary names and renamed, as preload/build.sh does. Links only libc
+# (dlopen is libc's since glibc 2.34): the helper loads, and UDP works, without either crypto library.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -26,7 +28,7 @@ build_lib() {
   fi
   local tmp
   tmp=$(mktemp "$out/.libwgio-$arch.XXXXXX")
-  if ! "$cc" "${cflags[@]}" "${ldflags[@]}" -o "$tmp" udpio.c; then
+  if ! "$cc" "${cflags[@]}" "${ldflags[@]}" -o "$tmp" udpio.c aead.c; then
     rm -f "$tmp"
     return 1
   fi

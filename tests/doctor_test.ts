@@ -85,7 +85,13 @@ Deno.test("doctor: an endpoint nobody answers on fails its handshake after the t
       assert.equal(r.code, 1);
       assert.equal(find(r.checks, "config").status, "pass");
       assert.equal(find(r.checks, "endpoint").status, "pass");
-      assert.equal(find(r.checks, "UDP socket").status, "pass");
+      const udp = find(r.checks, "UDP socket");
+      assert.equal(udp.status, "pass");
+      // The UDP line says which UDP path and which AEAD the tunnel uses (both native here).
+      assert.match(
+        udp.detail,
+        /batched \(recvmmsg\/sendmmsg\); AEAD native \((OpenSSL libcrypto\.so\.3|libsodium\.so\.23)\)/,
+      );
       const hs = find(r.checks, "handshake");
       assert.equal(hs.status, "fail");
       assert.match(hs.detail, /no handshake with 127\.0\.0\.1:\d+ within 1 s/);

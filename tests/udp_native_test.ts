@@ -127,6 +127,27 @@ Deno.test("batched UDP helper: datagrams keep their bytes and order against kern
     });
 
     await t.step(
+      "slot(): filled after it returns, 130 in one turn (three sendmmsg), all arrive",
+      async () => {
+        const k = await kernelSocket("udp4", "127.0.0.1");
+        const seen: Uint8Array[] = [];
+        k.on("message", (m: Uint8Array) => seen.push(new Uint8Array(m)));
+        try {
+          const to = { address: new Uint8Array([127, 0, 0, 1]), port: k.address().port };
+          // Small datagrams so that 130 fit the receiver's default buffer. The 65th and the 129th
+          // slot send the full batch before them: their bytes were written by then.
+          const small = (i: number) => datagram(i).subarray(0, 4 + (i % 60));
+          for (let i = 0; i < 130; i++) native.slot(to, small(i).length)!.set(small(i));
+          await until(() => seen.length === 130);
+          seen.forEach((d, i) => assert.deepEqual(d, small(i), `datagram ${i}`));
+          assert.equal(native.slot(to, 4096), undefined, "larger than a slot");
+        } finally {
+          k.close();
+        }
+      },
+    );
+
+    await t.step(
       "a datagram larger than a slot is dropped and counted; the next one arrives",
       async () => {
         const k = await kernelSocket("udp4", "127.0.0.1");
@@ -218,6 +239,7 @@ Deno.test("permissions: the CLI's flags load the helper and then refuse Deno.dlo
   const script = `
 import { loadHelperThenDropFfi } from "${ROOT}core/host/sandbox.ts";
 import { UdpTransport } from "${ROOT}core/host/tunnel/udp.ts";
+import { aeadBackend } from "${ROOT}core/wireguard/crypto.ts";
 const helper = await loadHelperThenDropFfi();
 const sock = await UdpTransport.open({ address: "127.0.0.1", onDatagram() {} });
 let dlopen = "allowed";
@@ -227,6 +249,7 @@ try {
   dlopen = e.name;
 }
 console.log(JSON.stringify({ backend: sock.backend, reason: helper.reason ?? null, dlopen,
+  aead: aeadBackend(),
   ffi: (await Deno.permissions.query({ name: "ffi", path: "/tmp" })).state }));
 sock.close();
 Deno.exit(0);
@@ -235,7 +258,8 @@ Deno.exit(0);
   await Deno.writeTextFile(file, script);
   const launch = async (flags: string[]) => {
     const out = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "--quiet", ...flags, file],
+      // The script lives in /tmp: the project's import map (the noble packages) comes by --config.
+      args: ["run", "--quiet", "--config", `${ROOT}deno.json`, ...flags, file],
       env: { DENO_NO_UPDATE_CHECK: "1" },
     }).output();
     const text = new TextDecoder().decode(out.stdout);
@@ -248,14 +272,73 @@ Deno.exit(0);
       assert.equal(r.backend, "native", r.reason);
       assert.equal(r.ffi, "prompt");
       assert.equal(r.dlopen, "NotCapable", "Deno.dlopen refused after launch");
+      // The helper's AEAD opened its library while loading: revoking ffi does not take it away.
+      assert.equal(r.aead, "native");
     });
     await t.step("the same flags without --allow-ffi: node:dgram, and it says why", async () => {
       const r = await launch(FLAGS.filter((f) => !f.startsWith("--allow-ffi")));
       assert.equal(r.backend, "dgram");
       assert.match(r.reason, /allow-ffi/);
       assert.equal(r.dlopen, "NotCapable");
+      assert.equal(r.aead, "node");
     });
   } finally {
     await Deno.remove(file);
   }
+});
+
+Deno.test({
+  name: "without libcrypto and libsodium the helper still loads: UDP stays batched, AEAD is node's",
+  // A private mount namespace with /dev/null over both libraries needs root.
+  ignore: Deno.uid() !== 0,
+  async fn() {
+    const script = `
+import { udpHelper } from "${ROOT}core/host/tunnel/udp_native.ts";
+import { UdpTransport } from "${ROOT}core/host/tunnel/udp.ts";
+import { aeadBackend } from "${ROOT}core/wireguard/crypto.ts";
+const helper = await udpHelper();
+let got = 0;
+const sock = await UdpTransport.open({ address: "127.0.0.1", onDatagram(_from, d) { got = d.length; } });
+sock.send({ address: Uint8Array.of(127, 0, 0, 1), port: sock.port }, new Uint8Array(100));
+const end = Date.now() + 5000;
+while (got === 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 5));
+console.log(JSON.stringify({ backend: sock.backend, aead: aeadBackend(), got,
+  why: helper.aead?.reason ?? null }));
+sock.close();
+Deno.exit(0);
+`;
+    const file = await Deno.makeTempFile({ suffix: ".ts" });
+    await Deno.writeTextFile(file, script);
+    // Every path the loader's cache knows for either library, hidden behind /dev/null.
+    const hide = `for l in libcrypto.so.3 libsodium.so.23; do
+  ldconfig -p | awk -v l="$l" '$1 == l { print $NF }' | while read -r p; do
+    mount --bind /dev/null "$p" || exit 1
+  done
+done
+exec "$0" run --quiet --config "$1" ${FLAGS.join(" ")} "$2"`;
+    try {
+      const out = await new Deno.Command("unshare", {
+        args: [
+          "-m",
+          "--propagation",
+          "private",
+          "sh",
+          "-c",
+          hide,
+          Deno.execPath(),
+          `${ROOT}deno.json`,
+          file,
+        ],
+        env: { DENO_NO_UPDATE_CHECK: "1" },
+      }).output();
+      assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+      const r = JSON.parse(new TextDecoder().decode(out.stdout));
+      assert.equal(r.backend, "native", "the helper loaded without the crypto libraries");
+      assert.equal(r.got, 100, "a datagram went round through it");
+      assert.equal(r.aead, "node");
+      assert.match(r.why, /neither libcrypto\.so\.3 nor libsodium\.so\.23/);
+    } finally {
+      await Deno.remove(file);
+    }
+  },
 });

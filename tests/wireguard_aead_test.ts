@@ -9,6 +9,12 @@ import {
   nodeAead,
   setAeadBackend,
 } from "../core/wireguard/crypto.ts";
+import {
+  nativeAead,
+  NativeAeadLibraries,
+  type NativeAeadSymbols,
+} from "../core/wireguard/aead_native.ts";
+import { udpHelper } from "../core/host/tunnel/udp_native.ts";
 
 const hex = (s: string) =>
   Uint8Array.from(s.replace(/\s/g, "").match(/../g)!, (b) => parseInt(b, 16));
@@ -50,29 +56,129 @@ function sealWith(b: AeadBackend, k: Uint8Array, n: Uint8Array, p: Uint8Array, a
   return out;
 }
 
-for (const backend of [nobleAead, nodeAead]) {
-  Deno.test(`${backend.name} AEAD: RFC 8439 2.8.2 seals to the published bytes`, () => {
-    assert.deepEqual(sealWith(backend, key, nonce, plain, aad), sealed);
+// The helper (preloaded by tests/_support/udp_helper.ts, as the CLI loads it) and its AEAD, once
+// per library it opened: both libcrypto and libsodium are installed on our machines, so a missing
+// one fails below instead of skipping.
+const helper = await udpHelper();
+const lib: NativeAeadSymbols | undefined = helper.lib;
+const LibCrypto = 1, LibSodium = 2;
+
+/** Runs `fn` with the helper's AEAD on library `which`, then puts the default back. */
+function onLibrary<T>(which: number, fn: () => T): T {
+  assert.ok(lib, `helper not loaded: ${helper.reason}`);
+  const before = lib.wgc_available();
+  assert.equal(lib.wgc_use(which), which, `${NativeAeadLibraries[which]} did not load`);
+  try {
+    return fn();
+  } finally {
+    lib.wgc_use(before);
+  }
+}
+
+/** A backend whose every call runs on library `which` (the helper switches per call). */
+function nativeOn(which: number): AeadBackend {
+  assert.ok(lib, `helper not loaded: ${helper.reason}`);
+  const b = nativeAead(lib);
+  return {
+    name: "native",
+    seal: (k, n, p, a, o) => onLibrary(which, () => b.seal(k, n, p, a, o)),
+    open: (k, n, s, a, o) => onLibrary(which, () => b.open(k, n, s, a, o)),
+  };
+}
+
+const backends: [string, () => AeadBackend][] = [
+  ["noble", () => nobleAead],
+  ["node", () => nodeAead],
+  ["native libcrypto", () => nativeOn(LibCrypto)],
+  ["native libsodium", () => nativeOn(LibSodium)],
+];
+
+for (const [name, get] of backends) {
+  Deno.test(`${name} AEAD: RFC 8439 2.8.2 seals to the published bytes`, () => {
+    assert.deepEqual(sealWith(get(), key, nonce, plain, aad), sealed);
   });
 
-  Deno.test(`${backend.name} AEAD: RFC 8439 A.5 opens to the published text`, () => {
+  Deno.test(`${name} AEAD: RFC 8439 A.5 opens to the published text`, () => {
     const out = new Uint8Array(a5Sealed.length - 16);
-    assert.equal(backend.open(a5Key, a5Nonce, a5Sealed, a5Aad, out), true);
+    assert.equal(get().open(a5Key, a5Nonce, a5Sealed, a5Aad, out), true);
     assert.deepEqual(out, a5Plain);
   });
 
-  Deno.test(`${backend.name} AEAD: a flipped bit anywhere fails and leaves out untouched`, () => {
+  Deno.test(`${name} AEAD: a flipped bit anywhere fails and leaves out untouched`, () => {
+    const backend = get();
     for (const at of [0, 40, sealed.length - 17, sealed.length - 16, sealed.length - 1]) {
       const forged = sealed.slice();
       forged[at]! ^= 0x10;
       const out = new Uint8Array(plain.length).fill(0xa5);
       assert.equal(backend.open(key, nonce, forged, aad, out), false, `bit at ${at}`);
       assert.ok(out.every((b) => b === 0xa5), "out written before authentication");
+      // In place, as the device opens: the forged bytes stay as they came.
+      const copy = forged.slice();
+      assert.equal(backend.open(key, nonce, copy, aad, copy.subarray(0, plain.length)), false);
+      assert.deepEqual(copy, forged, "in-place open wrote before authentication");
     }
     assert.equal(backend.open(key, nonce, sealed, new Uint8Array(12), new Uint8Array(114)), false);
     assert.equal(backend.open(key, nonce, sealed.subarray(0, 15), aad, new Uint8Array(0)), false);
   });
 }
+
+Deno.test("the helper's native AEAD loads on this machine, agrees with noble and is the one in use", () => {
+  assert.ok(lib, `helper not loaded: ${helper.reason}`);
+  assert.equal(helper.aead?.reason, undefined);
+  // native/aead.c prefers libsodium on x86_64 (faster on small packets), libcrypto elsewhere.
+  const preferred = Deno.build.arch === "x86_64" ? LibSodium : LibCrypto;
+  assert.equal(helper.aead?.library, NativeAeadLibraries[preferred]);
+  assert.equal(lib.wgc_available(), preferred);
+  assert.equal(aeadBackend(), "native");
+  for (const which of [LibCrypto, LibSodium]) {
+    assert.equal(agreesWithNoble(nativeOn(which)), true, NativeAeadLibraries[which]);
+  }
+});
+
+for (const [name, which] of [["libcrypto", LibCrypto], ["libsodium", LibSodium]] as const) {
+  Deno.test(`native ${name} AEAD produces noble's bytes at 0, 1, 15, 16, 17, 1420 and 65535 bytes, apart and in place, and refuses forgeries without writing`, () => {
+    const native = nativeOn(which);
+    for (const len of [0, 1, 15, 16, 17, 1420, 65535]) {
+      for (const aadLen of [0, 32]) {
+        const k = crypto.getRandomValues(new Uint8Array(32));
+        const n = crypto.getRandomValues(new Uint8Array(12));
+        const p = new Uint8Array(len);
+        for (let i = 0; i < len; i += 65536) crypto.getRandomValues(p.subarray(i, i + 65536));
+        const a = crypto.getRandomValues(new Uint8Array(aadLen));
+        const want = sealWith(nobleAead, k, n, p, a);
+        assert.deepEqual(sealWith(native, k, n, p, a), want, `seal ${len}/${aadLen}`);
+        const buf = new Uint8Array(len + 16);
+        buf.set(p);
+        native.seal(k, n, buf.subarray(0, len), a, buf);
+        assert.deepEqual(buf, want, `in-place seal ${len}/${aadLen}`);
+        // Opens noble's output, apart and in place.
+        const back = new Uint8Array(len);
+        assert.equal(native.open(k, n, want, a, back), true);
+        assert.deepEqual(back, p);
+        assert.equal(native.open(k, n, buf, a, buf.subarray(0, len)), true);
+        assert.deepEqual(buf.subarray(0, len), p);
+        // A flipped tag bit: refused, and neither a separate out nor the packet itself is written.
+        const forged = want.slice();
+        forged[forged.length - 1 - (len % 16)]! ^= 0x80;
+        const out = new Uint8Array(len).fill(0xa5);
+        assert.equal(native.open(k, n, forged, a, out), false);
+        assert.ok(out.every((b) => b === 0xa5), `out written for a forgery of ${len}`);
+        const inPlace = forged.slice();
+        assert.equal(native.open(k, n, inPlace, a, inPlace.subarray(0, len)), false);
+        assert.deepEqual(inPlace, forged);
+      }
+    }
+  });
+}
+
+Deno.test("native AEAD refuses sizes the C side would overrun", () => {
+  const native = nativeOn(LibCrypto);
+  const k = new Uint8Array(32), n = new Uint8Array(12), none = new Uint8Array(0);
+  assert.throws(() => native.seal(k, n, new Uint8Array(10), none, new Uint8Array(25)), RangeError);
+  assert.throws(() => native.seal(k.subarray(1), n, none, none, new Uint8Array(16)), RangeError);
+  assert.throws(() => native.open(k, n.subarray(1), new Uint8Array(16), none, none), RangeError);
+  assert.throws(() => native.open(k, n, new Uint8Array(40), none, new Uint8Array(23)), RangeError);
+});
 
 Deno.test("node AEAD produces noble's bytes on 2000 random inputs (0–1500 bytes, with and without AAD, in place)", () => {
   for (let i = 0; i < 2000; i++) {
@@ -99,7 +205,7 @@ Deno.test("node AEAD produces noble's bytes on 2000 random inputs (0–1500 byte
 
 Deno.test("the native backend is chosen when it agrees with noble, and aeadSeal follows the choice", () => {
   assert.equal(agreesWithNoble(nodeAead), true);
-  assert.equal(aeadBackend(), "node");
+  assert.equal(aeadBackend(), "native");
   const broken: AeadBackend = {
     ...nodeAead,
     seal: (k, n, p, a, o) => {
@@ -108,19 +214,31 @@ Deno.test("the native backend is chosen when it agrees with noble, and aeadSeal 
     },
   };
   assert.equal(agreesWithNoble(broken), false);
+  // An open that reports a forgery as authentic, or writes before it knows, is refused too.
+  assert.equal(agreesWithNoble({ ...nodeAead, open: () => true }), false);
+  assert.equal(
+    agreesWithNoble({
+      ...nodeAead,
+      open: (k, n, s, a, o) => {
+        o.fill(0);
+        return nodeAead.open(k, n, s, a, o);
+      },
+    }),
+    false,
+  );
   const p = crypto.getRandomValues(new Uint8Array(100));
   const k = crypto.getRandomValues(new Uint8Array(32));
-  const viaNode = new Uint8Array(116), viaNoble = new Uint8Array(116);
-  aeadSeal(k, 5, p, new Uint8Array(0), viaNode);
+  const viaNative = new Uint8Array(116), viaNoble = new Uint8Array(116);
+  aeadSeal(k, 5, p, new Uint8Array(0), viaNative);
   const previous = setAeadBackend(nobleAead);
   try {
     assert.equal(aeadBackend(), "noble");
     aeadSeal(k, 5, p, new Uint8Array(0), viaNoble);
     const back = new Uint8Array(100);
-    assert.equal(aeadOpen(k, 5, viaNode, new Uint8Array(0), back), true);
+    assert.equal(aeadOpen(k, 5, viaNative, new Uint8Array(0), back), true);
     assert.deepEqual(back, p);
   } finally {
     setAeadBackend(previous);
   }
-  assert.deepEqual(viaNode, viaNoble);
+  assert.deepEqual(viaNative, viaNoble);
 });

@@ -56,6 +56,36 @@ Deno.test("handshake and data both ways, IPv4 and IPv6", () => {
   assert.equal(pair.b.events.filter((e) => e.type === "handshake-complete").length, 1);
 });
 
+Deno.test("transport messages sealed into a host's stale slot: zero padding, same delivery, bytes counted", () => {
+  const pair = new EnginePair({ slots: true });
+  // 28 + 2 bytes: padded to 32 (paper 5.4.6), so two padding bytes land on stale 0xa5s.
+  const packet = AtoB("hi");
+  assert.equal(pair.a.device.send(pair.now, packet), true);
+  const before = pair.slotted;
+  pair.flush(); // the handshake; the staged packet goes out sealed into a slot
+  assert.equal(pair.slotted, before + 1, "sealed into a slot, not through sendUdp");
+  assert.deepEqual(pair.b.delivered[0], packet);
+  pair.a.device.send(pair.now, packet);
+  const msg = pair.wire.at(-1)!.data;
+  assert.equal(msg[0], MessageTransportType);
+  assert.equal(msg.length, 16 + 32 + 16);
+  const txBefore = pair.a.peer.stats.txBytes;
+  pair.flush();
+  assert.deepEqual(pair.b.delivered[1], packet);
+  // B opened the message in place: its plaintext, padding included, is there to read.
+  assert.deepEqual(msg.subarray(16, 16 + 30), packet);
+  assert.deepEqual([...msg.subarray(16 + 30, 16 + 32)], [0, 0], "padding is zeros");
+  assert.equal(txBefore, pair.a.peer.stats.txBytes, "counted when sealed, not again on flush");
+  assert.ok(txBefore >= 2 * msg.length, "both transport messages counted in txBytes");
+  // A keepalive (no payload, nothing to pad) takes a slot too, and is authenticated by B.
+  pair.b.device.send(pair.now, BtoA("yo"));
+  pair.flush();
+  const slotted = pair.slotted, received = pair.b.peer.stats.rxBytes;
+  pair.advanceTo(pair.now + KeepaliveTimeout + 1);
+  assert.equal(pair.slotted, slotted + 1, "A's keepalive went into a slot");
+  assert.equal(pair.b.peer.stats.rxBytes, received + 32, "and B took it");
+});
+
 Deno.test("a destination outside every peer's AllowedIPs is not sent", () => {
   const pair = new EnginePair();
   assert.equal(

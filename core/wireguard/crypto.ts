@@ -2,9 +2,10 @@
  * The primitives of paper section 5.4: HASH, MAC, HMAC, KDF1..3, AEAD, XAEAD, DH and TAI64N.
  * noble is the reference implementation (DESIGN decision 8). Every function here is synchronous
  * and allocation-light: the transport path seals and opens in place in the caller's buffer.
- * AEAD uses the runtime's native ChaCha20-Poly1305 (aead_node.ts) when it reproduces an
- * RFC 8439 vector at load time, else noble; {@link aeadBackend} says which. DH goes through
- * x25519.ts, native when it reproduces RFC 7748.
+ * AEAD, fastest first: the helper library's ChaCha20-Poly1305 (aead_native.ts, offered by the host
+ * once it has loaded the helper), the runtime's node:crypto (aead_node.ts), noble. A backend is used
+ * only when it reproduces noble ({@link agreesWithNoble}); {@link aeadBackend} says which is.
+ * DH goes through x25519.ts, native when it reproduces RFC 7748.
  *
  * @module
  */
@@ -71,9 +72,12 @@ function counterNonce(counter: number): Uint8Array {
 
 const EMPTY = new Uint8Array(0);
 
+/** The AEAD backends: the helper library (aead_native.ts), node:crypto, noble. */
+export type AeadName = "native" | "node" | "noble";
+
 /** A ChaCha20-Poly1305 implementation: 12-byte nonce, tag appended, `out` untouched if forged. */
 export interface AeadBackend {
-  readonly name: "node" | "noble";
+  readonly name: AeadName;
   seal(
     key: Uint8Array,
     nonce: Uint8Array,
@@ -109,33 +113,63 @@ export const nobleAead: AeadBackend = {
 /** The runtime's native implementation (aead_node.ts). */
 export const nodeAead: AeadBackend = { name: "node", seal: nodeSeal, open: nodeOpen };
 
+/** Deterministic bytes (xorshift32) for the load-time check: varied, reproducible, no I/O. */
+function filler(seed: number): (n: number) => Uint8Array {
+  let x = seed >>> 0 || 1;
+  return (n) => {
+    const out = new Uint8Array(n);
+    for (let i = 0; i < n; i++) {
+      x ^= x << 13;
+      x ^= x >>> 17;
+      x ^= x << 5;
+      out[i] = x & 0xff;
+    }
+    return out;
+  };
+}
+
 /**
- * Whether `candidate` reproduces noble on RFC 8439 2.8.2 (with AAD), on a packet-sized random
- * input, and refuses a forged tag. Anything else, including a throw, means "do not use it".
+ * Whether `candidate` reproduces noble on RFC 8439 2.8.2 (with AAD) and on pseudo-random keys,
+ * nonces and inputs of 0 to 1424 bytes (with and without AAD, apart and in place), opens what
+ * noble sealed, and refuses a flipped tag without writing to `out`. Anything else, including a
+ * throw, means "do not use it".
  */
 export function agreesWithNoble(candidate: AeadBackend): boolean {
   try {
     const hex = (s: string) => Uint8Array.from(s.match(/../g)!, (b) => parseInt(b, 16));
-    const key = hex("808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f");
-    const nonce = hex("070000004041424344454647");
-    const aad = hex("50515253c0c1c2c3c4c5c6c7");
-    const plain = new TextEncoder().encode(
+    const rfcKey = hex("808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f");
+    const rfcNonce = hex("070000004041424344454647");
+    const rfcAad = hex("50515253c0c1c2c3c4c5c6c7");
+    const rfcPlain = new TextEncoder().encode(
       "Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the " +
         "future, sunscreen would be it.",
     );
-    const inputs: [Uint8Array, Uint8Array][] = [[plain, aad], [
-      new Uint8Array(1424).fill(7),
-      EMPTY,
-    ]];
-    for (const [p, a] of inputs) {
+    const bytes = filler(0x5eed);
+    const inputs: [Uint8Array, Uint8Array, Uint8Array, Uint8Array][] = [
+      [rfcKey, rfcNonce, rfcPlain, rfcAad],
+    ];
+    const sizes: [number, number][] = [[0, 0], [1, 0], [17, 32], [64, 0], [1424, 0], [1424, 13]];
+    for (const [size, aadSize] of sizes) {
+      inputs.push([bytes(32), bytes(12), bytes(size), bytes(aadSize)]);
+    }
+    for (const [key, nonce, p, a] of inputs) {
       const want = new Uint8Array(p.length + 16), got = new Uint8Array(p.length + 16);
       nobleAead.seal(key, nonce, p, a, want);
       candidate.seal(key, nonce, p, a, got);
       if (!equalConstantTime(want, got)) return false;
+      // In place, as the device seals and opens.
+      const buf = new Uint8Array(p.length + 16);
+      buf.set(p);
+      candidate.seal(key, nonce, buf.subarray(0, p.length), a, buf);
+      if (!equalConstantTime(want, buf)) return false;
+      if (!candidate.open(key, nonce, buf, a, buf.subarray(0, p.length))) return false;
+      if (!equalConstantTime(buf.subarray(0, p.length), p)) return false;
       const back = new Uint8Array(p.length);
-      if (!candidate.open(key, nonce, got, a, back) || !equalConstantTime(back, p)) return false;
-      got[got.length - 1]! ^= 1;
-      if (candidate.open(key, nonce, got, a, back)) return false;
+      if (!candidate.open(key, nonce, want, a, back) || !equalConstantTime(back, p)) return false;
+      want[want.length - 1]! ^= 1;
+      const untouched = new Uint8Array(p.length).fill(0xa5);
+      if (candidate.open(key, nonce, want, a, untouched)) return false;
+      if (untouched.some((b) => b !== 0xa5)) return false;
     }
     return true;
   } catch {
@@ -144,17 +178,31 @@ export function agreesWithNoble(candidate: AeadBackend): boolean {
 }
 
 let backend: AeadBackend = agreesWithNoble(nodeAead) ? nodeAead : nobleAead;
+/** Set once a caller picks a backend itself; an offered backend does not override that. */
+let chosenExplicitly = false;
 
-/** The AEAD in use: "node" (native) or "noble" (fallback). */
-export function aeadBackend(): "node" | "noble" {
+/** The AEAD in use: "native" (the helper), "node" (node:crypto) or "noble" (the reference). */
+export function aeadBackend(): AeadName {
   return backend.name;
 }
 
-/** Chooses the AEAD (tests and benchmarks compare the two); returns the previous one. */
+/** Chooses the AEAD (tests and benchmarks compare them); returns the previous one. */
 export function setAeadBackend(next: AeadBackend): AeadBackend {
   const previous = backend;
   backend = next;
+  chosenExplicitly = true;
   return previous;
+}
+
+/**
+ * Uses `candidate` from now on if it agrees with noble and no backend was chosen explicitly
+ * (aead_native.ts offers the helper's this way); otherwise the current one stays.
+ */
+export function offerAead(candidate: AeadBackend): "installed" | "disagrees" | "explicit" {
+  if (chosenExplicitly) return "explicit";
+  if (!agreesWithNoble(candidate)) return "disagrees";
+  backend = candidate;
+  return "installed";
 }
 
 /** AEAD(key, counter, plain, aad) into `out` (plain.length + 16 bytes; may be plain's buffer). */

@@ -4,7 +4,9 @@
  *
  *   receive(now, from, datagram)  UDP from the network   → handlers.deliver(ip packet, peer)
  *                                                          handlers.sendUdp(handshake / cookie)
- *   send(now, ipPacket)           IP from the stack      → handlers.sendUdp(transport message)
+ *   send(now, ipPacket)           IP from the stack      → handlers.sendUdp(transport message),
+ *                                                          or sealed straight into the buffer
+ *                                                          handlers.udpSlot gives, if it does
  *   tick(now)                     at pollAt()            → retransmits, keepalives, rekeys
  *
  * `now` is a monotonic time in milliseconds; the engine never reads a clock. TAI64N needs the
@@ -83,6 +85,13 @@ export type DeviceEvent =
 export interface DeviceHandlers {
   /** Sends one datagram; the engine never touches `data` again. */
   sendUdp(to: Endpoint, data: Uint8Array): void;
+  /**
+   * Optional: queues a `length`-byte datagram to `to` and returns its bytes, which the engine
+   * fills before it returns (transport messages are sealed straight into them; they are stale,
+   * not zero); undefined if the host refused it (and counted that, as `sendUdp` would). Without
+   * it every datagram goes through `sendUdp`.
+   */
+  udpSlot?(to: Endpoint, length: number): Uint8Array | undefined;
   /** A decrypted packet whose source the peer may use; a view into the received datagram. */
   deliver(packet: Uint8Array, peer: Peer): void;
   /** Asks the host to re-resolve a hostname endpoint and call `setEndpoint` with the result. */
@@ -307,14 +316,20 @@ export class Device {
       ? 0
       : Math.ceil(packet.length / PaddingMultiple) * PaddingMultiple;
     if (padded > this.mtu) padded = Math.max(packet.length, this.mtu);
-    const msg = new Uint8Array(MessageTransportHeaderSize + padded + AeadTagSize);
+    const size = MessageTransportHeaderSize + padded + AeadTagSize;
+    const udpSlot = this.#handlers.udpSlot;
+    // Refused by the host: sealed into a throwaway, so the timers below run as for a lost packet.
+    const slot = udpSlot?.(peer.endpoint, size);
+    const msg = slot ?? new Uint8Array(size);
     writeHeader(msg, MessageTransportType);
     writeU32(msg, Transport.receiver, kp.remoteIndex);
     writeCounter(msg, Transport.counter, counter);
     const plain = msg.subarray(Transport.content, Transport.content + padded);
     plain.set(packet);
+    if (slot) plain.fill(0, packet.length); // the padding is zeros (paper 5.4.6), the slot stale
     aeadSeal(kp.sendKey, counter, plain, EMPTY, msg.subarray(Transport.content));
-    this.#sendUdp(peer, msg);
+    if (udpSlot) peer.stats.txBytes += size; // counted as sendUdp counts, queued or refused
+    else this.#sendUdp(peer, msg);
     this.stats.packetsSent++;
 
     const t = peer.timers;

@@ -41,8 +41,19 @@ export class EnginePair {
   readonly a: Side;
   readonly b: Side;
 
+  /** Datagrams A's device sealed into a slot from `udpSlot` (with `slots`), not via sendUdp. */
+  slotted = 0;
+
+  /**
+   * `slots`: A's host offers `udpSlot`, handing out buffers full of stale 0xa5 bytes (as the
+   * native transport's reused batch slots are), which join the wire as sent.
+   */
   constructor(
-    options: { psk?: [Uint8Array | undefined, Uint8Array | undefined]; keepalive?: number } = {},
+    options: {
+      psk?: [Uint8Array | undefined, Uint8Array | undefined];
+      keepalive?: number;
+      slots?: boolean;
+    } = {},
   ) {
     const keyA = dhGenerate(random), keyB = dhGenerate(random);
     const epA: Endpoint = { address: Uint8Array.of(192, 0, 2, 1), port: 51820 };
@@ -57,8 +68,17 @@ export class EnginePair {
     ): Side => {
       const side = { delivered: [], events: [] } as unknown as Side;
       side.endpoint = own;
+      const slots = options.slots && own === epA;
       side.device = new Device({ privateKey: priv, wallClockOffset: 1.7e12, random }, {
         sendUdp: (to, data) => this.wire.push({ from: own, to, data }),
+        udpSlot: slots
+          ? (to, length) => {
+            const data = new Uint8Array(length).fill(0xa5);
+            this.wire.push({ from: own, to, data });
+            this.slotted++;
+            return data;
+          }
+          : undefined,
         deliver: (packet) => side.delivered.push(packet.slice()),
         event: (e) => side.events.push(e),
       });

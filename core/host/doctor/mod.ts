@@ -36,6 +36,7 @@ import { permissionStates } from "../sandbox.ts";
 import { Tunnel } from "../tunnel/mod.ts";
 import { UdpTransport } from "../tunnel/udp.ts";
 import { udpHelper } from "../tunnel/udp_native.ts";
+import { describeAead } from "../../wireguard/aead_native.ts";
 
 /** How one check ended. */
 export type CheckStatus = "pass" | "warn" | "fail" | "skip";
@@ -212,7 +213,9 @@ async function configChecks(
       : `node:dgram, one datagram per call (batched helper: ${helper.reason ?? "not used"})`;
     sock.close();
     await new Promise((r) => setTimeout(r, 10));
-    return `${port === 0 ? "opened on ephemeral port" : "opened on ListenPort"} ${got}; ${via}`;
+    const aead = describeAead(helper.aead);
+    return `${port === 0 ? "opened on ephemeral port" : "opened on ListenPort"} ${got}; ${via}; ` +
+      `AEAD ${aead}`;
   });
 
   const withEndpoint = cfg.peers.filter((p) => p.endpoint);

@@ -100,6 +100,7 @@ export class Tunnel {
     const mtu = config.interface.mtu ?? DefaultMtu;
     this.device = new Device({ privateKey: config.interface.privateKey, mtu }, {
       sendUdp: (to, data) => this.udp.send(to, data),
+      udpSlot: udp.slot?.bind(udp),
       deliver: (packet) => this.stack.input(this.scheduler.now(), packet),
       resolve: (peer) => void this.#resolve(peer),
       event: (e) => this.#onEvent(e),

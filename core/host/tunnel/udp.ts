@@ -44,6 +44,12 @@ export interface UdpTransport {
   /** Datagrams dropped because the send queue or the socket buffer was full. */
   queueDrops: number;
   send(to: Endpoint, data: Uint8Array): void;
+  /**
+   * Optional: queues a `length`-byte datagram to `to` and returns its bytes, to be filled before
+   * the current turn ends (they are stale, not zero); undefined, counted in `sendErrors`, when
+   * `send` would refuse it too.
+   */
+  slot?(to: Endpoint, length: number): Uint8Array | undefined;
   close(): void;
 }
 

@@ -5,19 +5,24 @@
  * receive: wgio_recv on a Deno worker thread (nonblocking symbol) ─► up to 64 datagrams in #rx
  *          ─► one copy each into its own array (the device decrypts in place and the stack may
  *             keep the packet) ─► onDatagram ─► next wgio_recv
- * send:    send() copies into the next slot of #tx ─► one wgio_send (sendmmsg) per batch, at the
- *          end of the current JavaScript turn or when 64 are waiting
+ * send:    slot() hands out the next slot of #tx, which the device seals a transport message
+ *          straight into (send() copies other datagrams there) ─► one wgio_send (sendmmsg) per
+ *          batch, at the end of the current JavaScript turn, or when a 65th slot is asked for
  * ```
  *
  * The helper is loaded once per process ({@link udpHelper}): its bytes are written to a fresh
  * 0700 directory under /tmp, opened, and removed at once (the mapping stays). The CLI grants
  * `--allow-ffi=/tmp` only for this and revokes ffi once the tunnel is up, before it reads a packet.
+ * The same library carries the transport AEAD (native/aead.c): loading it also opens libcrypto or
+ * libsodium, there and then (before any sandbox), and offers that AEAD to crypto.ts
+ * (aead_native.ts), which takes it only if it reproduces noble.
  *
  * @module
  */
 import { udpHelpers } from "../../../native/build/embedded.ts";
 import { type IpBytes, parseIP } from "../../wire/addr.ts";
 import type { Endpoint } from "../../wireguard/peer.ts";
+import { type NativeAeadState, offerNativeAead } from "../../wireguard/aead_native.ts";
 import type { UdpTransport, UdpTransportOptions } from "./udp.ts";
 
 const Symbols = {
@@ -38,14 +43,25 @@ const Symbols = {
     parameters: ["i32", "i32", "buffer", "i32", "i32", "buffer", "buffer"],
     result: "i32",
   },
+  wgc_available: { parameters: [], result: "i32" },
+  wgc_use: { parameters: ["i32"], result: "i32" },
+  wgc_seal: {
+    parameters: ["buffer", "buffer", "buffer", "i32", "buffer", "i32", "buffer"],
+    result: "i32",
+  },
+  wgc_open: {
+    parameters: ["buffer", "buffer", "buffer", "i32", "buffer", "i32", "buffer"],
+    result: "i32",
+  },
 } as const;
 
 export type UdpHelperLib = Deno.DynamicLibrary<typeof Symbols>["symbols"];
 
-/** The helper, or why it is not available. */
+/** The helper, or why it is not available; and its AEAD's library, or why that is not used. */
 export interface UdpHelper {
   lib?: UdpHelperLib;
   reason?: string;
+  aead?: NativeAeadState;
 }
 
 /** Per-datagram metadata in the helper's layout (udpio.c). */
@@ -54,7 +70,7 @@ const Meta = 24;
 const Batch = 64;
 /** What the helper asks the kernel for (wireguard-go asks for 7 MiB). */
 const SocketBuffer = 7 << 20;
-const HelperVersion = 2;
+const HelperVersion = 3;
 /** Batches taken on the event loop's thread before it waits (and yields) once. */
 const InlineBatches = 4;
 
@@ -85,7 +101,7 @@ async function load(): Promise<UdpHelper> {
     });
     const lib = Deno.dlopen(path, Symbols).symbols;
     if (lib.wgio_version() !== HelperVersion) return { reason: "helper version mismatch" };
-    return { lib };
+    return { lib, aead: offerNativeAead(lib) };
   } catch (e) {
     return { reason: (e as Error).message };
   } finally {
@@ -190,24 +206,34 @@ export class NativeUdpTransport implements UdpTransport {
   }
 
   send(to: Endpoint, data: Uint8Array): void {
-    if (this.#closed) return;
+    this.slot(to, data.length)?.set(data);
+  }
+
+  /**
+   * Takes the next slot of the batch for a `length`-byte datagram to `to`; the caller fills the
+   * returned bytes before the turn ends. A full batch is sent when the next slot is asked for
+   * (the last one's bytes are written by then) or at the end of the turn.
+   */
+  slot(to: Endpoint, length: number): Uint8Array | undefined {
+    if (this.#closed) return undefined;
     const family = to.address.length === 4 ? 4 : 6;
-    if (data.length > this.#slot || (family === 6 && !this.#v6)) {
+    if (length > this.#slot || (family === 6 && !this.#v6)) {
       this.sendErrors++;
-      return;
+      return undefined;
     }
+    if (this.#txCount === Batch) this.#flush();
     const i = this.#txCount++;
-    this.#tx.set(data, i * this.#slot);
     const m = i * Meta;
-    this.#txView.setUint32(m, data.length, true);
+    this.#txView.setUint32(m, length, true);
     this.#txView.setUint16(m + 4, to.port, true);
     this.#txMeta[m + 6] = family;
     this.#txMeta.set(to.address, m + 8);
-    if (this.#txCount === Batch) this.#flush();
-    else if (!this.#flushQueued) {
+    if (!this.#flushQueued) {
       this.#flushQueued = true;
       queueMicrotask(this.#flush);
     }
+    const at = i * this.#slot;
+    return this.#tx.subarray(at, at + length);
   }
 
   readonly #flush = (): void => {
