@@ -48,7 +48,8 @@ async function withScratch(fn: (scratch: string, script: string) => Promise<void
 
 function start(script: string, scratch: string, mode: string): Deno.ChildProcess {
   return new Deno.Command(Deno.execPath(), {
-    args: ["run", ...FLAGS, script, scratch, mode],
+    // The script lives in /tmp: the project's import map (the noble packages) comes by --config.
+    args: ["run", "--config", `${ROOT}deno.json`, ...FLAGS, script, scratch, mode],
     env: { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" },
     stdin: "null",
     stdout: "piped",
