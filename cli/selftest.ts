@@ -31,6 +31,7 @@ import { formatIP, type IpBytes, parseIP } from "../core/wire/addr.ts";
 import { libraries, probes } from "../preload/build/embedded.ts";
 import { udpHelper } from "../core/host/tunnel/udp_native.ts";
 import { describeAead } from "../core/wireguard/aead_native.ts";
+import { describeX25519 } from "../core/wireguard/x25519_native.ts";
 
 const HELP = `Usage: wrapguard selftest [--json] [--no-namespace]
 
@@ -184,9 +185,9 @@ async function checks(record: (name: string, fn: () => Promise<string>) => Promi
   await record("embedded peer on 127.0.0.1", async () => {
     world = await embeddedWorld();
     const via = world.local.udp.backend === "native" ? "batched helper" : "node:dgram";
-    const aead = describeAead((await udpHelper()).aead);
+    const helper = await udpHelper();
     return `peer UDP port ${world.peer.udp.port}, local UDP port ${world.local.udp.port} (${via}); ` +
-      `AEAD ${aead}`;
+      `AEAD ${describeAead(helper.aead)}; X25519 ${describeX25519(helper.x25519)}`;
   });
   if (!world) return;
   const { local } = world;

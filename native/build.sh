@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the helper library (udpio.c: batched UDP; aead.c: ChaCha20-Poly1305 from libcrypto or
-# libsodium, opened at run time) into native/build/:
+# Builds the helper library (udpio.c: batched UDP; aead.c: ChaCha20-Poly1305 and x25519.c: X25519,
+# both from libcrypto or libsodium, opened at run time) into native/build/:
 #   libwgio-x86_64.so, libwgio-aarch64.so (the second only with aarch64-linux-gnu-gcc)
 #   embedded.ts   both as base64 per architecture, imported by core/host/tunnel/udp_native.ts so
 #                 that `deno run` from source and `deno compile` both carry them
@@ -28,7 +28,7 @@ build_lib() {
   fi
   local tmp
   tmp=$(mktemp "$out/.libwgio-$arch.XXXXXX")
-  if ! "$cc" "${cflags[@]}" "${ldflags[@]}" -o "$tmp" udpio.c aead.c; then
+  if ! "$cc" "${cflags[@]}" "${ldflags[@]}" -o "$tmp" udpio.c aead.c x25519.c; then
     rm -f "$tmp"
     return 1
   fi

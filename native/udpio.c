@@ -30,7 +30,7 @@
 #define WGIO_MAX_BATCH 128
 #define EXPORT __attribute__((visibility("default")))
 
-EXPORT int32_t wgio_version(void) { return 3; }
+EXPORT int32_t wgio_version(void) { return 4; }
 
 static void set_buffer(int fd, int force, int plain, int bytes) {
   // FORCE passes net.core.[rw]mem_max with CAP_NET_ADMIN (as root); else the plain option,

@@ -87,10 +87,13 @@ Deno.test("doctor: an endpoint nobody answers on fails its handshake after the t
       assert.equal(find(r.checks, "endpoint").status, "pass");
       const udp = find(r.checks, "UDP socket");
       assert.equal(udp.status, "pass");
-      // The UDP line says which UDP path and which AEAD the tunnel uses (both native here).
+      // The UDP line says which UDP path, AEAD and X25519 the tunnel uses (all native here).
+      const lib = "(OpenSSL libcrypto\\.so\\.3|libsodium\\.so\\.23)";
       assert.match(
         udp.detail,
-        /batched \(recvmmsg\/sendmmsg\); AEAD native \((OpenSSL libcrypto\.so\.3|libsodium\.so\.23)\)/,
+        new RegExp(
+          `batched \\(recvmmsg/sendmmsg\\); AEAD native \\(${lib}\\); X25519 native \\(${lib}\\)`,
+        ),
       );
       const hs = find(r.checks, "handshake");
       assert.equal(hs.status, "fail");

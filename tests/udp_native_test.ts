@@ -288,7 +288,8 @@ Deno.exit(0);
 });
 
 Deno.test({
-  name: "without libcrypto and libsodium the helper still loads: UDP stays batched, AEAD is node's",
+  name:
+    "without libcrypto and libsodium the helper still loads: UDP stays batched, AEAD and X25519 are node's",
   // A private mount namespace with /dev/null over both libraries needs root.
   ignore: Deno.uid() !== 0,
   async fn() {
@@ -296,6 +297,7 @@ Deno.test({
 import { udpHelper } from "${ROOT}core/host/tunnel/udp_native.ts";
 import { UdpTransport } from "${ROOT}core/host/tunnel/udp.ts";
 import { aeadBackend } from "${ROOT}core/wireguard/crypto.ts";
+import { x25519Backend } from "${ROOT}core/wireguard/x25519.ts";
 const helper = await udpHelper();
 let got = 0;
 const sock = await UdpTransport.open({ address: "127.0.0.1", onDatagram(_from, d) { got = d.length; } });
@@ -303,7 +305,8 @@ sock.send({ address: Uint8Array.of(127, 0, 0, 1), port: sock.port }, new Uint8Ar
 const end = Date.now() + 5000;
 while (got === 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 5));
 console.log(JSON.stringify({ backend: sock.backend, aead: aeadBackend(), got,
-  why: helper.aead?.reason ?? null }));
+  why: helper.aead?.reason ?? null, x25519: x25519Backend().name,
+  x25519Why: helper.x25519?.reason ?? null }));
 sock.close();
 Deno.exit(0);
 `;
@@ -337,6 +340,8 @@ exec "$0" run --quiet --config "$1" ${FLAGS.join(" ")} "$2"`;
       assert.equal(r.got, 100, "a datagram went round through it");
       assert.equal(r.aead, "node");
       assert.match(r.why, /neither libcrypto\.so\.3 nor libsodium\.so\.23/);
+      assert.equal(r.x25519, "node");
+      assert.match(r.x25519Why, /neither libcrypto\.so\.3 nor libsodium\.so\.23/);
     } finally {
       await Deno.remove(file);
     }

@@ -1,6 +1,8 @@
-// The native X25519 (node:crypto) against noble, the reference: same public keys, same shared
-// secrets, the same refusals, on RFC 7748's vectors and on random and hostile inputs.
+// The fast X25519 backends (the helper's, from libsodium and from libcrypto, and node:crypto)
+// against noble, the reference: same public keys, same shared secrets, the same refusals, on
+// RFC 7748's vectors and on random and hostile inputs.
 import assert from "node:assert/strict";
+import { udpHelper } from "../core/host/tunnel/udp_native.ts";
 import { dh } from "../core/wireguard/crypto.ts";
 import {
   agreesWithRfc7748,
@@ -9,6 +11,7 @@ import {
   type X25519Backend,
   x25519Backend,
 } from "../core/wireguard/x25519.ts";
+import { nativeX25519, NativeX25519Libraries } from "../core/wireguard/x25519_native.ts";
 
 const hex = (s: string) => Uint8Array.from(s.match(/../g)!, (b) => parseInt(b, 16));
 const random = (n: number) => crypto.getRandomValues(new Uint8Array(n));
@@ -22,10 +25,34 @@ function outcome(f: () => Uint8Array): string {
   }
 }
 
-Deno.test("the native X25519 reproduces RFC 7748 and is the one in use here", () => {
-  assert.equal(agreesWithRfc7748(nodeX25519), true);
+const helper = await udpHelper();
+const lib = helper.lib;
+const LibCrypto = 1, LibSodium = 2;
+
+/** The helper's X25519 with `which` library active, for `f`; then the previous one again. */
+function withLibrary<T>(which: number, f: (b: X25519Backend) => T): T {
+  if (!lib) throw new Error(`no helper: ${helper.reason}`);
+  const before = lib.wgx_available();
+  assert.equal(lib.wgx_use(which), which, `${NativeX25519Libraries[which]} did not load`);
+  try {
+    return f(nativeX25519(lib));
+  } finally {
+    lib.wgx_use(before);
+  }
+}
+
+/** Every fast backend this machine has, by name (CI installs both libraries). */
+const fast: [string, (f: (b: X25519Backend) => void) => void][] = [
+  ["node:crypto", (f) => f(nodeX25519)],
+  ["native libsodium", (f) => withLibrary(LibSodium, f)],
+  ["native libcrypto", (f) => withLibrary(LibCrypto, f)],
+];
+
+Deno.test("every backend reproduces RFC 7748, and the helper's is the one in use here", () => {
   assert.equal(agreesWithRfc7748(nobleX25519), true);
-  assert.equal(x25519Backend().name, "node");
+  for (const [name, use] of fast) use((b) => assert.equal(agreesWithRfc7748(b), true, name));
+  assert.equal(helper.x25519?.library, NativeX25519Libraries[lib!.wgx_available()]);
+  assert.equal(x25519Backend().name, "native");
 });
 
 Deno.test("the load check refuses a backend that is wrong on any of its vectors", () => {
@@ -55,18 +82,22 @@ Deno.test("the load check refuses a backend that is wrong on any of its vectors"
   }
 });
 
-Deno.test("public keys and shared secrets equal noble's for 300 random keys", () => {
-  for (let i = 0; i < 300; i++) {
-    // Raw random bytes, not clamped: both clamp as RFC 7748 5 says.
-    const a = random(32), b = random(32);
-    const pa = nodeX25519.publicKey(a), pb = nodeX25519.publicKey(b);
-    assert.deepEqual(pa, nobleX25519.publicKey(a));
-    assert.deepEqual(pb, nobleX25519.publicKey(b));
-    const s = nodeX25519.shared(a, pb);
-    assert.deepEqual(s, nobleX25519.shared(a, pb));
-    assert.deepEqual(nodeX25519.shared(b, pa), s);
-  }
-});
+for (const [name, use] of fast) {
+  Deno.test(`${name}: public keys and shared secrets equal noble's for 300 random keys`, () => {
+    use((x) => {
+      for (let i = 0; i < 300; i++) {
+        // Raw random bytes, not clamped: both clamp as RFC 7748 5 says.
+        const a = random(32), b = random(32);
+        const pa = x.publicKey(a), pb = x.publicKey(b);
+        assert.deepEqual(pa, nobleX25519.publicKey(a));
+        assert.deepEqual(pb, nobleX25519.publicKey(b));
+        const s = x.shared(a, pb);
+        assert.deepEqual(s, nobleX25519.shared(a, pb));
+        assert.deepEqual(x.shared(b, pa), s);
+      }
+    });
+  });
+}
 
 Deno.test("random and non-canonical public keys: the same secret or the same refusal", () => {
   const p = (1n << 255n) - 19n;
@@ -90,9 +121,13 @@ Deno.test("random and non-canonical public keys: the same secret or the same ref
     if (i % 2) u[31]! |= 0x80; // RFC 7748 5: the high bit is masked, not an error
     hostile.push(u);
   }
-  for (const u of hostile) {
-    const k = random(32);
-    assert.equal(outcome(() => nodeX25519.shared(k, u)), outcome(() => nobleX25519.shared(k, u)));
+  for (const [name, use] of fast) {
+    use((x) => {
+      for (const u of hostile) {
+        const k = random(32);
+        assert.equal(outcome(() => x.shared(k, u)), outcome(() => nobleX25519.shared(k, u)), name);
+      }
+    });
   }
 });
 
@@ -107,6 +142,10 @@ Deno.test("dh() says undefined for low-order points with either backend, as peer
 });
 
 Deno.test("wrong key lengths are refused, not truncated", () => {
-  assert.throws(() => nodeX25519.publicKey(new Uint8Array(31)), RangeError);
-  assert.throws(() => nodeX25519.shared(random(32), new Uint8Array(33)), RangeError);
+  for (const [name, use] of fast) {
+    use((x) => {
+      assert.throws(() => x.publicKey(new Uint8Array(31)), RangeError, name);
+      assert.throws(() => x.shared(random(32), new Uint8Array(33)), RangeError, name);
+    });
+  }
 });

@@ -5,12 +5,14 @@
  * RFC 8439 vector before using it and falls back to noble when it is missing or differs;
  * `tests/wireguard_aead_test.ts` proves byte-identical output on vectors and random inputs.
  *
+ * node:crypto itself is loaded at the first call (node_crypto.ts), not at import.
+ *
  * One cipher object per call (node:crypto has no reusable one-shot AEAD); on a 1420-byte packet
  * that still costs about half of noble's pure-JavaScript ChaCha20 and Poly1305 (docs/performance.md).
  *
  * @module
  */
-import { createCipheriv, createDecipheriv } from "node:crypto";
+import { nodeCrypto } from "./node_crypto.ts";
 
 const Algorithm = "chacha20-poly1305";
 const TagSize = 16;
@@ -24,7 +26,7 @@ export function nodeSeal(
   aad: Uint8Array,
   out: Uint8Array,
 ): void {
-  const c = createCipheriv(Algorithm, key, nonce, options);
+  const c = nodeCrypto().createCipheriv(Algorithm, key, nonce, options);
   if (aad.length > 0) c.setAAD(aad, { plaintextLength: plain.length });
   const ct = c.update(plain);
   c.final();
@@ -42,7 +44,7 @@ export function nodeOpen(
 ): boolean {
   if (sealed.length < TagSize) return false;
   const n = sealed.length - TagSize;
-  const d = createDecipheriv(Algorithm, key, nonce, options);
+  const d = nodeCrypto().createDecipheriv(Algorithm, key, nonce, options);
   d.setAuthTag(sealed.subarray(n));
   if (aad.length > 0) d.setAAD(aad, { plaintextLength: n });
   const pt = d.update(sealed.subarray(0, n));

@@ -4,8 +4,10 @@
  * and allocation-light: the transport path seals and opens in place in the caller's buffer.
  * AEAD, fastest first: the helper library's ChaCha20-Poly1305 (aead_native.ts, offered by the host
  * once it has loaded the helper), the runtime's node:crypto (aead_node.ts), noble. A backend is used
- * only when it reproduces noble ({@link agreesWithNoble}); {@link aeadBackend} says which is.
- * DH goes through x25519.ts, native when it reproduces RFC 7748.
+ * only when it reproduces noble ({@link agreesWithNoble}); {@link aeadBackend} says which is. The
+ * choice is made when the helper offers its AEAD or at the first seal or open, not at import, so
+ * that a process with the helper never loads node:crypto (node_crypto.ts says why that matters).
+ * DH goes through x25519.ts, which chooses the same way.
  *
  * @module
  */
@@ -177,18 +179,20 @@ export function agreesWithNoble(candidate: AeadBackend): boolean {
   }
 }
 
-let backend: AeadBackend = agreesWithNoble(nodeAead) ? nodeAead : nobleAead;
+/** Unless one was offered or set first, chosen (and checked) at the first seal or open. */
+let backend: AeadBackend | undefined;
+const current = () => backend ??= agreesWithNoble(nodeAead) ? nodeAead : nobleAead;
 /** Set once a caller picks a backend itself; an offered backend does not override that. */
 let chosenExplicitly = false;
 
 /** The AEAD in use: "native" (the helper), "node" (node:crypto) or "noble" (the reference). */
 export function aeadBackend(): AeadName {
-  return backend.name;
+  return current().name;
 }
 
 /** Chooses the AEAD (tests and benchmarks compare them); returns the previous one. */
 export function setAeadBackend(next: AeadBackend): AeadBackend {
-  const previous = backend;
+  const previous = current();
   backend = next;
   chosenExplicitly = true;
   return previous;
@@ -213,7 +217,7 @@ export function aeadSeal(
   aad: Uint8Array,
   out: Uint8Array,
 ): void {
-  backend.seal(key, counterNonce(counter), plain, aad, out);
+  (backend ?? current()).seal(key, counterNonce(counter), plain, aad, out);
 }
 
 /** Opens `sealed` into `out` (sealed.length - 16 bytes); false when authentication fails. */
@@ -224,7 +228,7 @@ export function aeadOpen(
   aad: Uint8Array,
   out: Uint8Array,
 ): boolean {
-  return backend.open(key, counterNonce(counter), sealed, aad, out);
+  return (backend ?? current()).open(key, counterNonce(counter), sealed, aad, out);
 }
 
 /** Convenience for handshake fields: returns a new sealed array. */

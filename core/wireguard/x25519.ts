@@ -1,23 +1,27 @@
 /**
- * X25519 (RFC 7748) through the runtime's native `node:crypto` when it reproduces RFC 7748's own
- * vectors at load, else noble (the reference of DESIGN decision 8).
+ * X25519 (RFC 7748), fastest first: the helper library's (x25519_native.ts, from libsodium or
+ * libcrypto, offered by the host once it has loaded the helper), the runtime's `node:crypto`, and
+ * noble (the reference of DESIGN decision 8). A backend is used only when it reproduces RFC 7748's
+ * own vectors ({@link agreesWithRfc7748}).
  *
- * Why: noble's first public-key derivation builds a precomputed table of the base point, about
- * 16 ms, and each shared secret costs 1.7-3 ms of JavaScript; config loading and the first
- * handshake pay both before a wrapped program's first byte. The native path costs about 0.6 ms
- * for the first derivation and 0.07 ms per shared secret. The load check uses fixed vectors, not
- * noble, because running noble once would pay the very table this module avoids;
- * `tests/wireguard_x25519_test.ts` proves both backends byte-identical on random keys.
+ * Why not noble alone: its first public-key derivation builds a precomputed table of the base
+ * point, about 16 ms, and each shared secret costs 1.7-3 ms of JavaScript; config loading and the
+ * first handshake pay both before a wrapped program's first byte. node:crypto costs about 0.6 ms
+ * for the first derivation and 0.07 ms per shared secret, but loading it is 15-25 ms of start-up
+ * (node_crypto.ts), which is why the helper's comes first and node:crypto is loaded only when a
+ * choice is made without it. The load check uses fixed vectors, not noble, because running noble
+ * once would pay the very table this module avoids; `tests/wireguard_x25519_test.ts` proves the
+ * backends byte-identical on random keys.
  *
  * @module
  */
-import { Buffer } from "node:buffer";
-import { createPrivateKey, createPublicKey, diffieHellman, type KeyObject } from "node:crypto";
 import { x25519 } from "@noble/curves/ed25519.js";
+import { nodeBuffer, nodeCrypto } from "./node_crypto.ts";
+import type { KeyObject } from "node:crypto";
 
 /** An X25519 implementation; `shared` throws for a low-order public key, as both libraries do. */
 export interface X25519Backend {
-  readonly name: "node" | "noble";
+  readonly name: "native" | "node" | "noble";
   publicKey(privateKey: Uint8Array): Uint8Array;
   shared(privateKey: Uint8Array, publicKey: Uint8Array): Uint8Array;
 }
@@ -29,31 +33,31 @@ const Pkcs8Prefix = hex("302e020100300506032b656e04220420");
 const SpkiPrefix = hex("302a300506032b656e032100");
 
 function privateKeyObject(raw: Uint8Array): KeyObject {
-  const der = Buffer.alloc(Pkcs8Prefix.length + 32);
+  const der = nodeBuffer().Buffer.alloc(Pkcs8Prefix.length + 32);
   der.set(Pkcs8Prefix);
   der.set(raw, Pkcs8Prefix.length);
-  const key = createPrivateKey({ key: der, format: "der", type: "pkcs8" });
+  const key = nodeCrypto().createPrivateKey({ key: der, format: "der", type: "pkcs8" });
   der.fill(0);
   return key;
 }
 
 function publicKeyObject(raw: Uint8Array): KeyObject {
-  const der = Buffer.alloc(SpkiPrefix.length + 32);
+  const der = nodeBuffer().Buffer.alloc(SpkiPrefix.length + 32);
   der.set(SpkiPrefix);
   der.set(raw, SpkiPrefix.length);
-  return createPublicKey({ key: der, format: "der", type: "spki" });
+  return nodeCrypto().createPublicKey({ key: der, format: "der", type: "spki" });
 }
 
 function checkLength(key: Uint8Array, what: string): void {
   if (key.length !== 32) throw new RangeError(`An X25519 ${what} key is 32 bytes`);
 }
 
-/** node:crypto (OpenSSL underneath). */
+/** node:crypto (OpenSSL underneath), loaded at its first call. */
 export const nodeX25519: X25519Backend = {
   name: "node",
   publicKey(privateKey) {
     checkLength(privateKey, "private");
-    const spki = createPublicKey(privateKeyObject(privateKey)).export({
+    const spki = nodeCrypto().createPublicKey(privateKeyObject(privateKey)).export({
       format: "der",
       type: "spki",
     });
@@ -62,7 +66,7 @@ export const nodeX25519: X25519Backend = {
   shared(privateKey, publicKey) {
     checkLength(privateKey, "private");
     checkLength(publicKey, "public");
-    const out = diffieHellman({
+    const out = nodeCrypto().diffieHellman({
       privateKey: privateKeyObject(privateKey),
       publicKey: publicKeyObject(publicKey),
     });
@@ -111,15 +115,32 @@ export function agreesWithRfc7748(candidate: X25519Backend): boolean {
 }
 
 let backend: X25519Backend | undefined;
+/** Set once a caller picks a backend itself; an offered backend does not override that. */
+let chosenExplicitly = false;
 
-/** The backend in use, chosen (and checked) at first use. */
+/**
+ * The backend in use. Unless one was offered or set before, the first call chooses (and checks)
+ * node:crypto, else noble.
+ */
 export function x25519Backend(): X25519Backend {
   return backend ??= agreesWithRfc7748(nodeX25519) ? nodeX25519 : nobleX25519;
 }
 
-/** Chooses the backend (tests compare the two); returns the previous one. */
+/** Chooses the backend (tests compare them); returns the previous one. */
 export function setX25519Backend(next: X25519Backend): X25519Backend {
   const previous = x25519Backend();
   backend = next;
+  chosenExplicitly = true;
   return previous;
+}
+
+/**
+ * Uses `candidate` from now on if it reproduces RFC 7748 and no backend was chosen explicitly
+ * (x25519_native.ts offers the helper's this way); otherwise the current one stays.
+ */
+export function offerX25519(candidate: X25519Backend): "installed" | "disagrees" | "explicit" {
+  if (chosenExplicitly) return "explicit";
+  if (!agreesWithRfc7748(candidate)) return "disagrees";
+  backend = candidate;
+  return "installed";
 }

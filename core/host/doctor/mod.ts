@@ -37,6 +37,7 @@ import { Tunnel } from "../tunnel/mod.ts";
 import { UdpTransport } from "../tunnel/udp.ts";
 import { udpHelper } from "../tunnel/udp_native.ts";
 import { describeAead } from "../../wireguard/aead_native.ts";
+import { describeX25519 } from "../../wireguard/x25519_native.ts";
 
 /** How one check ended. */
 export type CheckStatus = "pass" | "warn" | "fail" | "skip";
@@ -215,7 +216,7 @@ async function configChecks(
     await new Promise((r) => setTimeout(r, 10));
     const aead = describeAead(helper.aead);
     return `${port === 0 ? "opened on ephemeral port" : "opened on ListenPort"} ${got}; ${via}; ` +
-      `AEAD ${aead}`;
+      `AEAD ${aead}; X25519 ${describeX25519(helper.x25519)}`;
   });
 
   const withEndpoint = cfg.peers.filter((p) => p.endpoint);

@@ -13,9 +13,10 @@
  * The helper is loaded once per process ({@link udpHelper}): its bytes are written to a fresh
  * 0700 directory under /tmp, opened, and removed at once (the mapping stays). The CLI grants
  * `--allow-ffi=/tmp` only for this and revokes ffi once the tunnel is up, before it reads a packet.
- * The same library carries the transport AEAD (native/aead.c): loading it also opens libcrypto or
- * libsodium, there and then (before any sandbox), and offers that AEAD to crypto.ts
- * (aead_native.ts), which takes it only if it reproduces noble.
+ * The same library carries the transport AEAD (native/aead.c) and X25519 (native/x25519.c): loading
+ * it also opens libcrypto or libsodium, there and then (before any sandbox), and offers that AEAD
+ * to crypto.ts (aead_native.ts), which takes it only if it reproduces noble, and that X25519 to
+ * x25519.ts (x25519_native.ts), which takes it only if it reproduces RFC 7748.
  *
  * @module
  */
@@ -23,6 +24,7 @@ import { udpHelpers } from "../../../native/build/embedded.ts";
 import { type IpBytes, parseIP } from "../../wire/addr.ts";
 import type { Endpoint } from "../../wireguard/peer.ts";
 import { type NativeAeadState, offerNativeAead } from "../../wireguard/aead_native.ts";
+import { type NativeX25519State, offerNativeX25519 } from "../../wireguard/x25519_native.ts";
 import type { UdpTransport, UdpTransportOptions } from "./udp.ts";
 
 const Symbols = {
@@ -53,15 +55,20 @@ const Symbols = {
     parameters: ["buffer", "buffer", "buffer", "i32", "buffer", "i32", "buffer"],
     result: "i32",
   },
+  wgx_available: { parameters: [], result: "i32" },
+  wgx_use: { parameters: ["i32"], result: "i32" },
+  wgx_public: { parameters: ["buffer", "buffer"], result: "i32" },
+  wgx_shared: { parameters: ["buffer", "buffer", "buffer"], result: "i32" },
 } as const;
 
 export type UdpHelperLib = Deno.DynamicLibrary<typeof Symbols>["symbols"];
 
-/** The helper, or why it is not available; and its AEAD's library, or why that is not used. */
+/** The helper, or why it is not available; and its crypto's library, or why that is not used. */
 export interface UdpHelper {
   lib?: UdpHelperLib;
   reason?: string;
   aead?: NativeAeadState;
+  x25519?: NativeX25519State;
 }
 
 /** Per-datagram metadata in the helper's layout (udpio.c). */
@@ -70,7 +77,7 @@ const Meta = 24;
 const Batch = 64;
 /** What the helper asks the kernel for (wireguard-go asks for 7 MiB). */
 const SocketBuffer = 7 << 20;
-const HelperVersion = 3;
+const HelperVersion = 4;
 /** Batches taken on the event loop's thread before it waits (and yields) once. */
 const InlineBatches = 4;
 
@@ -101,7 +108,7 @@ async function load(): Promise<UdpHelper> {
     });
     const lib = Deno.dlopen(path, Symbols).symbols;
     if (lib.wgio_version() !== HelperVersion) return { reason: "helper version mismatch" };
-    return { lib, aead: offerNativeAead(lib) };
+    return { lib, aead: offerNativeAead(lib), x25519: offerNativeX25519(lib) };
   } catch (e) {
     return { reason: (e as Error).message };
   } finally {
