@@ -239,6 +239,17 @@ static int recv_reply(int u, struct wgp_reply *rep) {
 
 void wg_broker_hello(void) {
   if (!wg_cfg.active || wg_cfg.broken) return;
+  /* Under wrapguard-supervisor the program is the supervisor's child, and `run` knows the
+   * supervisor's pid and waits for that HELLO only: the run's own program (whose parent it is)
+   * names that one, and its descendants say nothing. A shell script or a launcher such as the pyenv
+   * shim execs a dozen programs or more before the real one; a HELLO each was a broker round trip
+   * on every exec. */
+  long me = syscall(SYS_getpid);
+  const char *as = getenv("WRAPGUARD_HELLO_AS");
+  if (as && *as) {
+    if (atol(as) != syscall(SYS_getppid)) return;
+    me = atol(as);
+  }
   int u = wg_broker_open();
   if (u < 0) {
     wg_debug("hello: cannot reach the broker: %s", strerror(errno));
@@ -246,11 +257,6 @@ void wg_broker_hello(void) {
   }
   struct wgp_request req;
   wg_request_init(&req, WGP_OP_HELLO, 0, WGP_FAMILY_NONE);
-  /* Under wrapguard-supervisor the program is the supervisor's child, and `run` knows the
-   * supervisor's pid: the run's own program (whose parent it is) names that one. */
-  long me = syscall(SYS_getpid);
-  const char *as = getenv("WRAPGUARD_HELLO_AS");
-  if (as && *as && atol(as) == syscall(SYS_getppid)) me = atol(as);
   req.arg = (uint32_t)me;
   struct wgp_reply rep;
   if (wg_broker_send(u, &req) != 0 || recv_reply(u, &rep) != 0) {

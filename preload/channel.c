@@ -15,13 +15,15 @@
  *
  *   first process: socketpair ─► fork ─► fork ─► helper (own session, no fd but its end)
  *                  its end ─► fd WG_CHANNEL_FD, inheritable
- *   every process at load: is WG_CHANNEL_FD a SEQPACKET socket whose helper answers "H" for our
+ *   every process at load: is WG_CHANNEL_FD a SEQPACKET socket with the cookie the starter
+ *                  recorded beside the broker's socket, or whose helper answers "H" for our
  *                  broker path? yes: adopt it; no, and the path is reachable: start a helper
  *   connect(path) ─► EACCES/ENOENT, or after chroot ─► channel:
  *                  socketpair(p, q) ─► send(channel, "C" path + q) ─► recv(p) ─► 0 + broker fd
  *
  * Nothing is carried in the environment (a shell does not pass on what a process setenv()s, and
- * programs clear theirs): a process finds the channel by its number and proves it by asking.
+ * programs clear theirs): a process finds the channel by its number and proves it by its cookie
+ * (where it can read the record) or by asking.
  * The helper ends when every holder of the channel has closed it, when the broker's socket is
  * gone (the run ended), or on SIGTERM; it never outlives both the program and the run.
  *
@@ -35,6 +37,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -224,6 +227,60 @@ static int place(int fd) {
 
 static pid_t raw_fork(void) { return (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0); }
 
+/*
+ * The channel's record: the socket cookie (SO_COOKIE, unique per boot) of the holders' end,
+ * written by the process that started the helper to `channel` beside the broker's socket. A
+ * process whose fd WG_CHANNEL_FD has that cookie holds this run's very channel, and adopts it
+ * without asking: "H" is two sends, a seccomp notification and two wake-ups, about 0.25 ms on
+ * every exec of every program a shell script or launcher runs (docs/performance.md, "Cold
+ * start"). Anything else (no record, an unreadable one after a privilege drop or chroot, another
+ * cookie) falls back to asking, so the record can speed the check up but never change its answer.
+ */
+static int record_path(char *out, size_t cap) {
+  const char *slash = strrchr(wg_cfg.socket_path, '/');
+  if (!slash) return -1;
+  size_t dir = (size_t)(slash - wg_cfg.socket_path);
+  if (dir + sizeof "/channel.XXXXXXXXXXXX" > cap) return -1;
+  memcpy(out, wg_cfg.socket_path, dir);
+  memcpy(out + dir, "/channel", sizeof "/channel");
+  return 0;
+}
+
+static int cookie_of(int fd, uint64_t *cookie) {
+  socklen_t len = sizeof *cookie;
+  return sys_getsockopt(fd, SOL_SOCKET, SO_COOKIE, cookie, &len) == 0 && len == sizeof *cookie
+             ? 0
+             : -1;
+}
+
+/* Writes the record under a temporary name and renames it into place: readers see all or none. */
+static void write_record(void) {
+  char path[sizeof wg_cfg.socket_path + 16], tmp[sizeof path + 16];
+  uint64_t cookie;
+  if (record_path(path, sizeof path) != 0 || cookie_of(WG_CHANNEL_FD, &cookie) != 0) return;
+  int n = snprintf(tmp, sizeof tmp, "%s.%ld", path, (long)syscall(SYS_getpid));
+  if (n < 0 || (size_t)n >= sizeof tmp) return;
+  int fd = (int)syscall(SYS_openat, AT_FDCWD, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return;
+  long w = syscall(SYS_write, fd, &cookie, sizeof cookie);
+  sys_close(fd);
+  if (w != (long)sizeof cookie || syscall(SYS_renameat2, AT_FDCWD, tmp, AT_FDCWD, path, 0) != 0) {
+    syscall(SYS_unlinkat, AT_FDCWD, tmp, 0);
+  }
+}
+
+/* Whether fd WG_CHANNEL_FD is the socket the record names. */
+static int matches_record(void) {
+  char path[sizeof wg_cfg.socket_path + 16];
+  uint64_t want = 0, have;
+  if (chrooted || record_path(path, sizeof path) != 0) return 0;
+  int fd = (int)syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  long r = syscall(SYS_read, fd, &want, sizeof want);
+  sys_close(fd);
+  return r == (long)sizeof want && cookie_of(WG_CHANNEL_FD, &have) == 0 && have == want;
+}
+
 /* Starts the helper and puts our end of the channel at WG_CHANNEL_FD; 0 or -1. */
 static int start_helper(void) {
   int sv[2];
@@ -288,6 +345,7 @@ static int start_helper(void) {
     return -1;
   }
   __atomic_store_n(&channel, WG_CHANNEL_FD, __ATOMIC_RELEASE);
+  write_record();
   wg_debug("channel: helper started on fd %d", WG_CHANNEL_FD);
   return 0;
 }
@@ -345,8 +403,11 @@ void wg_channel_init(void) {
   int inherited = looks_like_channel(WG_CHANNEL_FD);
   if (inherited) {
     int e = 0;
-    if (ask(WG_CHANNEL_FD, OP_HELLO, HELLO_WAIT_MS, NULL) == 0) {
+    int recorded = matches_record();
+    if (recorded || ask(WG_CHANNEL_FD, OP_HELLO, HELLO_WAIT_MS, NULL) == 0) {
       __atomic_store_n(&channel, WG_CHANNEL_FD, __ATOMIC_RELEASE);
+      wg_debug("channel: fd %d adopted (%s)", WG_CHANNEL_FD,
+               recorded ? "its cookie is the one recorded" : "its helper answered");
       return;
     }
     e = errno;

@@ -130,6 +130,34 @@ netnsTest("wrapguard run: after setuid or chroot the tunnel is still reached", a
       });
 
       await t.step(
+        "descendants adopt the channel by its recorded cookie; a wrong record means asking",
+        async () => {
+          // The record (`channel` beside the broker's socket) spares every exec the round trip
+          // to the helper; when it does not match, the helper is asked as before, and the
+          // tunnel is still reached after setuid.
+          const r = await w.wrap([
+            "sh",
+            "-c",
+            `python3 -c "$0" setuid /; printf x > "$WRAPGUARD_SOCKET_DIR/channel"; ` +
+            `python3 -c "$0" setuid /`,
+            DROP,
+          ], { args: ["--log-level", "debug"] });
+          assert.equal(r.code, 0, r.stderr);
+          assert.equal(r.stdout.match(/^through the tunnel 65534$/gm)?.length, 2, r.stderr);
+          const adopted = [...r.stderr.matchAll(/channel: fd \d+ adopted \((.+)\)/g)].map((m) =>
+            m[1]
+          );
+          assert.ok(adopted.includes("its cookie is the one recorded"), r.stderr);
+          assert.ok(adopted.includes("its helper answered"), r.stderr);
+          const cut = adopted.indexOf("its helper answered");
+          assert.ok(
+            adopted.slice(0, cut).every((a) => a === "its cookie is the one recorded"),
+            `nothing asked before the record was spoiled: ${adopted.join("; ")}`,
+          );
+        },
+      );
+
+      await t.step(
         "a foreign socket pair at the channel's number is not taken for it",
         async () => {
           // What a channel inherited from another run looks like: right type, but no helper of

@@ -327,8 +327,8 @@ Deno.test("wrapguard run: signals reach the program, its status comes back, noth
           const p = start(trapper(sig, code));
           try {
             await p.waitForOutput("ready", { timeoutMs: 15_000 });
-            // While it runs: one private directory with the library, the supervisor and the
-            // broker's socket.
+            // While it runs: one private directory with the library, the supervisor, the
+            // broker's socket and the channel's record (preload/channel.c).
             const dirs = entries(tmp);
             assert.equal(dirs.length, 1);
             assert.match(dirs[0]!, new RegExp(`^wrapguard-run-${p.pid}-`));
@@ -336,6 +336,7 @@ Deno.test("wrapguard run: signals reach the program, its status comes back, noth
             assert.equal(st.mode! & 0o777, 0o700);
             assert.deepEqual(entries(`${tmp}/${dirs[0]}`), [
               "broker.sock",
+              "channel",
               "libwrapguard.so",
               "wrapguard-supervisor",
             ]);
@@ -504,4 +505,34 @@ ${wrap("echo slow; exec sleep 30")}; echo "rc=$?"`;
       assert.ok(Date.now() - started < 30_000, "nothing was waited for");
     });
   },
+});
+
+Deno.test("wrapguard run: only the program says HELLO, not every program a script starts", async () => {
+  await withScratch(async ({ tmp, config }) => {
+    // A shell that runs two programs, then execs another shell (the same pid, still the
+    // supervisor's child) that runs one more: two HELLOs, both for the run's own pid. Before,
+    // every exec said one, a broker round trip each for a launcher like the pyenv shim.
+    const r = await run(
+      null,
+      wrapguardArgv([
+        "run",
+        "--config",
+        config,
+        "--log-level",
+        "debug",
+        "--",
+        "sh",
+        "-c",
+        "/bin/true; /bin/true; exec sh -c '/bin/true; echo done'",
+      ]),
+      { env: envFor(tmp), timeoutMs: 30_000 },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, "done\n");
+    const hellos = r.stderr.split("\n").filter((l) => l.includes('"msg":"hello"'))
+      .map((l) => JSON.parse(l).pid as number);
+    const started = r.stderr.split("\n").find((l) => l.includes('"msg":"started"'));
+    assert.ok(started, r.stderr);
+    assert.deepEqual(hellos, [JSON.parse(started).pid, JSON.parse(started).pid], r.stderr);
+  });
 });

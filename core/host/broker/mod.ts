@@ -238,6 +238,7 @@ export class Broker {
   }
 
   #noteHello(pid: number): void {
+    this.#ctx.logger.debug("hello", { pid });
     this.stats.hellos++;
     this.#hellos.add(pid);
     const w = this.#helloWaiters;
