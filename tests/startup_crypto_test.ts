@@ -61,8 +61,9 @@ Deno.exit(0);
   }
 });
 
-Deno.test("nothing on the CLI's tunnel path imports node:crypto for its code", async () => {
+Deno.test("nothing on the CLI's tunnel path imports node:crypto or noble's curves up front", async () => {
   // Type-only imports are erased; a code import would load it at start whatever the backends.
+  // noble's curves come only through x25519_noble.ts, which x25519.ts imports dynamically.
   for (const entry of ["cli/run.ts", "cli/forward.ts", "cli/proxy.ts", "core/host/sandbox.ts"]) {
     const out = await new Deno.Command(Deno.execPath(), {
       args: ["info", "--json", "--config", `${ROOT}deno.json`, `${ROOT}${entry}`],
@@ -77,5 +78,10 @@ Deno.test("nothing on the CLI's tunnel path imports node:crypto for its code", a
       m.dependencies?.some((d) => d.specifier === "node:crypto" && d.code !== undefined)
     ).map((m) => m.specifier);
     assert.deepEqual(importers, [], `${entry}: node:crypto imported for its code`);
+    const curves = graph.modules.filter((m) =>
+      !m.specifier.endsWith("/core/wireguard/x25519_noble.ts") &&
+      m.dependencies?.some((d) => d.specifier.startsWith("@noble/curves/") && d.code !== undefined)
+    ).map((m) => m.specifier);
+    assert.deepEqual(curves, [], `${entry}: @noble/curves imported up front`);
   }
 });

@@ -6,11 +6,11 @@ import { udpHelper } from "../core/host/tunnel/udp_native.ts";
 import { dh } from "../core/wireguard/crypto.ts";
 import {
   agreesWithRfc7748,
-  nobleX25519,
   nodeX25519,
   type X25519Backend,
   x25519Backend,
 } from "../core/wireguard/x25519.ts";
+import { nobleX25519 } from "../core/wireguard/x25519_noble.ts";
 import { nativeX25519, NativeX25519Libraries } from "../core/wireguard/x25519_native.ts";
 
 const hex = (s: string) => Uint8Array.from(s.match(/../g)!, (b) => parseInt(b, 16));

@@ -9,13 +9,15 @@
  * first handshake pay both before a wrapped program's first byte. node:crypto costs about 0.6 ms
  * for the first derivation and 0.07 ms per shared secret, but loading it is 15-25 ms of start-up
  * (node_crypto.ts), which is why the helper's comes first and node:crypto is loaded only when a
- * choice is made without it. The load check uses fixed vectors, not noble, because running noble
- * once would pay the very table this module avoids; `tests/wireguard_x25519_test.ts` proves the
- * backends byte-identical on random keys.
+ * choice is made without it. noble itself (x25519_noble.ts) is not imported here either: its module
+ * builds every ed25519 object at import, about 7 ms of a run's start. Whoever loads the helper
+ * loads noble too when the helper's X25519 is not installed ({@link loadX25519Fallback}), so it is
+ * there before a choice can need it. The load check uses fixed vectors, not noble, because running
+ * noble once would pay the very table this module avoids; `tests/wireguard_x25519_test.ts` proves
+ * the backends byte-identical on random keys.
  *
  * @module
  */
-import { x25519 } from "@noble/curves/ed25519.js";
 import { nodeBuffer, nodeCrypto } from "./node_crypto.ts";
 import type { KeyObject } from "node:crypto";
 
@@ -74,13 +76,6 @@ export const nodeX25519: X25519Backend = {
   },
 };
 
-/** The reference implementation. */
-export const nobleX25519: X25519Backend = {
-  name: "noble",
-  publicKey: (privateKey) => x25519.getPublicKey(privateKey),
-  shared: (privateKey, publicKey) => x25519.getSharedSecret(privateKey, publicKey),
-};
-
 /**
  * Whether `candidate` reproduces RFC 7748: the scalar-multiplication vector of 5.2, Alice's and
  * Bob's public keys and their shared secret of 6.1, and a refusal of the all-zero (low-order)
@@ -115,15 +110,29 @@ export function agreesWithRfc7748(candidate: X25519Backend): boolean {
 }
 
 let backend: X25519Backend | undefined;
+/** noble, once {@link loadX25519Fallback} has loaded it. */
+let fallback: X25519Backend | undefined;
 /** Set once a caller picks a backend itself; an offered backend does not override that. */
 let chosenExplicitly = false;
 
 /**
  * The backend in use. Unless one was offered or set before, the first call chooses (and checks)
- * node:crypto, else noble.
+ * node:crypto, else noble if it was loaded. Throws only when neither node:crypto works nor noble
+ * was loaded, which a process that loaded the helper never meets.
  */
 export function x25519Backend(): X25519Backend {
-  return backend ??= agreesWithRfc7748(nodeX25519) ? nodeX25519 : nobleX25519;
+  if (backend) return backend;
+  if (agreesWithRfc7748(nodeX25519)) return backend = nodeX25519;
+  if (fallback) return backend = fallback;
+  throw new Error(
+    "X25519: node:crypto does not reproduce RFC 7748, and noble is not loaded yet " +
+      "(await loadX25519Fallback() first)",
+  );
+}
+
+/** Loads noble's X25519 as the last fallback (once); returns it. */
+export async function loadX25519Fallback(): Promise<X25519Backend> {
+  return fallback ??= (await import("./x25519_noble.ts")).nobleX25519;
 }
 
 /** Chooses the backend (tests compare them); returns the previous one. */

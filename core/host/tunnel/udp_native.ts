@@ -25,6 +25,7 @@ import { type IpBytes, parseIP } from "../../wire/addr.ts";
 import type { Endpoint } from "../../wireguard/peer.ts";
 import { type NativeAeadState, offerNativeAead } from "../../wireguard/aead_native.ts";
 import { type NativeX25519State, offerNativeX25519 } from "../../wireguard/x25519_native.ts";
+import { loadX25519Fallback } from "../../wireguard/x25519.ts";
 import type { UdpTransport, UdpTransportOptions } from "./udp.ts";
 
 const Symbols = {
@@ -85,7 +86,11 @@ let loading: Promise<UdpHelper> | undefined;
 
 /** Loads the helper once per process; later calls return the same result. */
 export function udpHelper(): Promise<UdpHelper> {
-  return loading ??= load();
+  return loading ??= load().then(async (helper) => {
+    // Without the helper's X25519, noble must be at hand before a choice can need it.
+    if (!helper.x25519?.library) await loadX25519Fallback();
+    return helper;
+  });
 }
 
 async function load(): Promise<UdpHelper> {
