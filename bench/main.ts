@@ -18,6 +18,8 @@
  *   deno task bench                      default sizes (about 8 minutes)
  *   deno task bench --quick              tiny sizes, one bulk variant (the smoke test)
  *   deno task bench --repeat 5 --seconds 5 --only bulk,latency
+ *   BENCH_DENO_FLAGS="--cpu-prof --cpu-prof-dir=/tmp/prof" deno task bench --only connrate
+ *                                        the same, with these Deno flags for (b) and (d)
  *
  * @module
  */
@@ -210,7 +212,13 @@ PersistentKeepalive = 25
   const fwdArgs = Object.values(PORTS).flatMap((
     p,
   ) => ["-L", `tcp:127.0.0.1:${fwdPort(p)}=${PEER}:${p}`]);
-  const denoRun = [Deno.execPath(), "run", ...FLAGS, `${ROOT}cli/main.ts`];
+  const denoRun = [
+    Deno.execPath(),
+    "run",
+    ...FLAGS,
+    ...(Deno.env.get("BENCH_DENO_FLAGS")?.split(" ") ?? []),
+    `${ROOT}cli/main.ts`,
+  ];
   /** (Re)starts the forward; returns the time from spawn to the first byte through it. */
   const startForward = async (): Promise<number> => {
     if (forward) await forward.kill("SIGTERM", 2000);
