@@ -8,8 +8,6 @@
  *
  * @module
  */
-import dgram from "node:dgram";
-import { Buffer } from "node:buffer";
 import { formatIP, type IpBytes, parseIP, unmapIPv4 } from "../../wire/addr.ts";
 import { Family } from "./protocol.ts";
 
@@ -24,13 +22,19 @@ export interface HostUdp {
  * Binds the wildcard of `family` on the host network. Rejects with the bind error (its `code`,
  * EADDRINUSE or EACCES, becomes the reply status).
  */
-export function bindHostUdp(opts: {
+export async function bindHostUdp(opts: {
   family: Family;
   port: number;
   v6only: boolean;
   reuseAddr: boolean;
   onDatagram: (data: Uint8Array, addr: IpBytes, port: number) => void;
 }): Promise<HostUdp> {
+  // Loaded at the first host-network UDP socket, not at import: node: modules cost every run's
+  // start (docs/performance.md, "Cold start"), and most programs never bind one.
+  const [{ default: dgram }, { Buffer }] = await Promise.all([
+    import("node:dgram"),
+    import("node:buffer"),
+  ]);
   const v6 = opts.family === Family.V6;
   const sock = dgram.createSocket({
     type: v6 ? "udp6" : "udp4",

@@ -15,7 +15,6 @@
  *
  * @module
  */
-import { lookup } from "node:dns/promises";
 import type { Config } from "../../config/types.ts";
 import { loadConfig, parseConfig } from "../../config/mod.ts";
 import { formatIP, type IpBytes, parseIP } from "../../wire/addr.ts";
@@ -307,7 +306,9 @@ export class Tunnel {
     const host = peer.endpointHost;
     if (!host) return;
     try {
-      // getaddrinfo order, as wg(8) takes the first result.
+      // getaddrinfo order, as wg(8) takes the first result. Imported here, not at the top: only
+      // a hostname endpoint needs it, and node: modules cost a run's start (docs/performance.md).
+      const { lookup } = await import("node:dns/promises");
       const result = await lookup(host.host);
       const address: IpBytes | undefined = parseIP(result.address);
       if (!address || this.#closed) return;

@@ -14,7 +14,6 @@
  * @module
  */
 import type { Endpoint } from "../../wireguard/peer.ts";
-import { DgramTransport } from "./udp_dgram.ts";
 import { NativeUdpTransport, udpHelper } from "./udp_native.ts";
 
 /** Which implementation carries the tunnel's datagrams. */
@@ -64,6 +63,8 @@ export const UdpTransport: {
       if (helper.lib) return NativeUdpTransport.open(helper.lib, options);
       if (backend === "native") throw new Error(`batched UDP helper: ${helper.reason}`);
     }
+    // The fallback's node:dgram is imported only when it is used (it costs every start).
+    const { DgramTransport } = await import("./udp_dgram.ts");
     return await DgramTransport.open(options);
   },
 };
