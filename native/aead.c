@@ -7,7 +7,8 @@
  * fifth of the engine's CPU (docs/performance.md). Here a packet is one FFI call with no
  * allocation: the caller's bytes are sealed or opened where they lie.
  *
- * Where the cipher comes from (both are opened on the first call to wgc_available()):
+ * Where the cipher comes from (the preferred one is opened on the first call to wgc_available(),
+ * the other only if it is missing or wgc_use asks for it):
  *   1 OpenSSL's libcrypto.so.3, EVP "chacha20-poly1305": one EVP_CIPHER_CTX per thread and
  *     direction, made once and re-keyed and re-nonced per call;
  *   2 libsodium.so.23, crypto_aead_chacha20poly1305_ietf_*_detached, which keeps no state.
@@ -98,15 +99,30 @@ static int resolve_libsodium(void *lib) {
   return sodium.init() >= 0; // 1 means "already initialised", also fine
 }
 
-static void load(void) {
-  // The library stays open for the life of the process, as libwgio itself does.
+static pthread_once_t crypto_once = PTHREAD_ONCE_INIT, sodium_once = PTHREAD_ONCE_INIT;
+
+// Each library stays open for the life of the process once loaded, as libwgio itself does.
+static void load_libcrypto(void) {
   void *lib = dlopen("libcrypto.so.3", RTLD_NOW | RTLD_LOCAL);
   if (lib && !(have_libcrypto = resolve_libcrypto(lib))) dlclose(lib);
-  lib = dlopen("libsodium.so.23", RTLD_NOW | RTLD_LOCAL);
+}
+
+static void load_libsodium(void) {
+  void *lib = dlopen("libsodium.so.23", RTLD_NOW | RTLD_LOCAL);
   if (lib && !(have_libsodium = resolve_libsodium(lib))) dlclose(lib);
+}
+
+/* The preferred library, and the other only if that one is missing: opening libcrypto.so.3 and
+ * setting up its cipher is about 2 ms of every start, for a library not used where libsodium is
+ * (docs/performance.md, "Cold start"). wgc_use loads the other when asked for it. */
+static void load(void) {
 #if defined(__x86_64__)
+  pthread_once(&sodium_once, load_libsodium);
+  if (!have_libsodium) pthread_once(&crypto_once, load_libcrypto);
   active = have_libsodium ? WGC_LIBSODIUM : have_libcrypto ? WGC_LIBCRYPTO : WGC_NONE;
 #else
+  pthread_once(&crypto_once, load_libcrypto);
+  if (!have_libcrypto) pthread_once(&sodium_once, load_libsodium);
   active = have_libcrypto ? WGC_LIBCRYPTO : have_libsodium ? WGC_LIBSODIUM : WGC_NONE;
 #endif
 }
@@ -123,6 +139,8 @@ EXPORT int32_t wgc_available(void) {
  */
 EXPORT int32_t wgc_use(int32_t which) {
   pthread_once(&loaded, load);
+  if (which == WGC_LIBCRYPTO) pthread_once(&crypto_once, load_libcrypto);
+  if (which == WGC_LIBSODIUM) pthread_once(&sodium_once, load_libsodium);
   if ((which == WGC_LIBCRYPTO && have_libcrypto) || (which == WGC_LIBSODIUM && have_libsodium))
     active = which;
   return active;

@@ -81,15 +81,30 @@ static int resolve_libsodium(void *lib) {
   return sodium.init() >= 0;
 }
 
-static void load(void) {
-  // aead.c has usually opened both already: these only take another reference, kept for good.
+static pthread_once_t crypto_once = PTHREAD_ONCE_INIT, sodium_once = PTHREAD_ONCE_INIT;
+
+// Each library stays open for the life of the process once loaded, as libwgio itself does.
+static void load_libcrypto(void) {
   void *lib = dlopen("libcrypto.so.3", RTLD_NOW | RTLD_LOCAL);
   if (lib && !(have_libcrypto = resolve_libcrypto(lib))) dlclose(lib);
-  lib = dlopen("libsodium.so.23", RTLD_NOW | RTLD_LOCAL);
+}
+
+static void load_libsodium(void) {
+  void *lib = dlopen("libsodium.so.23", RTLD_NOW | RTLD_LOCAL);
   if (lib && !(have_libsodium = resolve_libsodium(lib))) dlclose(lib);
+}
+
+/* The preferred library, and the other only if that one is missing: opening libcrypto.so.3 and
+ * setting up its cipher is about 2 ms of every start, for a library not used where libsodium is
+ * (docs/performance.md, "Cold start"). wgx_use loads the other when asked for it. */
+static void load(void) {
 #if defined(__x86_64__)
+  pthread_once(&sodium_once, load_libsodium);
+  if (!have_libsodium) pthread_once(&crypto_once, load_libcrypto);
   active = have_libsodium ? WGX_LIBSODIUM : have_libcrypto ? WGX_LIBCRYPTO : WGX_NONE;
 #else
+  pthread_once(&crypto_once, load_libcrypto);
+  if (!have_libcrypto) pthread_once(&sodium_once, load_libsodium);
   active = have_libcrypto ? WGX_LIBCRYPTO : have_libsodium ? WGX_LIBSODIUM : WGX_NONE;
 #endif
 }
@@ -103,6 +118,8 @@ EXPORT int32_t wgx_available(void) {
 /* Switches to `which` if that library loaded; returns the one now in use (for the tests). */
 EXPORT int32_t wgx_use(int32_t which) {
   pthread_once(&loaded, load);
+  if (which == WGX_LIBCRYPTO) pthread_once(&crypto_once, load_libcrypto);
+  if (which == WGX_LIBSODIUM) pthread_once(&sodium_once, load_libsodium);
   if ((which == WGX_LIBCRYPTO && have_libcrypto) || (which == WGX_LIBSODIUM && have_libsodium))
     active = which;
   return active;

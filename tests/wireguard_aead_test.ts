@@ -2,10 +2,12 @@ import assert from "node:assert/strict";
 import {
   type AeadBackend,
   aeadBackend,
+  aeadCheckInputs,
   aeadOpen,
   aeadSeal,
   agreesWithNoble,
   nobleAead,
+  NobleSealed,
   nodeAead,
   setAeadBackend,
 } from "../core/wireguard/crypto.ts";
@@ -201,6 +203,24 @@ Deno.test("node AEAD produces noble's bytes on 2000 random inputs (0–1500 byte
     assert.equal(nodeAead.open(k, n, want, a, want.subarray(0, len)), true);
     assert.deepEqual(want.subarray(0, len), p);
   }
+});
+
+Deno.test("the load check's recorded outputs are noble's, and start with RFC 8439's own", () => {
+  // The check compares a candidate with a record instead of running noble at start: this is what
+  // keeps the record noble's. The first case is RFC 8439 2.8.2, whose ciphertext and tag the RFC
+  // prints, so the record is also held to something noble did not produce.
+  const record = Uint8Array.fromBase64(NobleSealed);
+  let at = 0;
+  for (const [k, n, p, a] of aeadCheckInputs()) {
+    const want = new Uint8Array(p.length + 16);
+    nobleAead.seal(k, n, p, a, want);
+    assert.deepEqual(record.subarray(at, at + want.length), want, `case at byte ${at}`);
+    at += want.length;
+  }
+  assert.equal(at, record.length, "no bytes beyond the cases");
+  assert.deepEqual(record.subarray(0, sealed.length), sealed);
+  // A record that differs anywhere makes the check refuse even noble itself.
+  assert.equal(agreesWithNoble(nobleAead), true);
 });
 
 Deno.test("the native backend is chosen when it agrees with noble, and aeadSeal follows the choice", () => {
