@@ -216,7 +216,7 @@ PersistentKeepalive = 25
     Deno.execPath(),
     "run",
     ...FLAGS,
-    ...(Deno.env.get("BENCH_DENO_FLAGS")?.split(" ") ?? []),
+    ...(Deno.env.get("BENCH_DENO_FLAGS")?.split(/\s+/).filter((f) => f) ?? []),
     `${ROOT}cli/main.ts`,
   ];
   /** (Re)starts the forward; returns the time from spawn to the first byte through it. */
