@@ -7,8 +7,8 @@
  * fifth of the engine's CPU (docs/performance.md). Here a packet is one FFI call with no
  * allocation: the caller's bytes are sealed or opened where they lie.
  *
- * Where the cipher comes from (the preferred one is opened on the first call to wgc_available(),
- * the other only if it is missing or wgc_use asks for it):
+ * Where the cipher comes from (syslib.c opens the preferred one on the first call to
+ * wgc_available(), the other only if it is missing or wgc_use asks for it):
  *   1 OpenSSL's libcrypto.so.3, EVP "chacha20-poly1305": one EVP_CIPHER_CTX per thread and
  *     direction, made once and re-keyed and re-nonced per call;
  *   2 libsodium.so.23, crypto_aead_chacha20poly1305_ietf_*_detached, which keeps no state.
@@ -33,7 +33,8 @@
  * JavaScript checks the result against noble at load and drops this backend on any difference.
  */
 #define _GNU_SOURCE
-#include <dlfcn.h>
+#include "syslib.h"
+
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -41,9 +42,6 @@
 
 #define EXPORT __attribute__((visibility("default")))
 #define WGC_TAG 16
-#define WGC_NONE 0
-#define WGC_LIBCRYPTO 1
-#define WGC_LIBSODIUM 2
 
 /* OpenSSL: include/openssl/evp.h. */
 #define EVP_CTRL_AEAD_GET_TAG 0x10
@@ -71,80 +69,37 @@ static struct {
               const uint8_t *npub, const uint8_t *k);
 } sodium;
 
-static int have_libcrypto, have_libsodium;
-static int active = WGC_NONE;
-static pthread_once_t loaded = PTHREAD_ONCE_INIT;
-
-#define RESOLVE(lib, field, name)                                                                  \
-  if (!(*(void **)&field = dlsym(lib, name))) return 0
-
 static EVP_CIPHER_CTX *context(int enc);
 
 static int resolve_libcrypto(void *lib) {
-  RESOLVE(lib, ossl.ctx_new, "EVP_CIPHER_CTX_new");
-  RESOLVE(lib, ossl.chacha20_poly1305, "EVP_chacha20_poly1305");
-  RESOLVE(lib, ossl.init, "EVP_CipherInit_ex");
-  RESOLVE(lib, ossl.update, "EVP_CipherUpdate");
-  RESOLVE(lib, ossl.final, "EVP_CipherFinal_ex");
-  RESOLVE(lib, ossl.ctrl, "EVP_CIPHER_CTX_ctrl");
+  WG_RESOLVE(lib, ossl.ctx_new, "EVP_CIPHER_CTX_new");
+  WG_RESOLVE(lib, ossl.chacha20_poly1305, "EVP_chacha20_poly1305");
+  WG_RESOLVE(lib, ossl.init, "EVP_CipherInit_ex");
+  WG_RESOLVE(lib, ossl.update, "EVP_CipherUpdate");
+  WG_RESOLVE(lib, ossl.final, "EVP_CipherFinal_ex");
+  WG_RESOLVE(lib, ossl.ctrl, "EVP_CIPHER_CTX_ctrl");
   // This thread's two contexts now, while the helper loads: OpenSSL's own first-use set-up
   // (configuration, provider) happens here, not at the first packet, after any sandboxing.
   return ossl.chacha20_poly1305() != NULL && context(0) != NULL && context(1) != NULL;
 }
 
 static int resolve_libsodium(void *lib) {
-  RESOLVE(lib, sodium.init, "sodium_init");
-  RESOLVE(lib, sodium.seal, "crypto_aead_chacha20poly1305_ietf_encrypt_detached");
-  RESOLVE(lib, sodium.open, "crypto_aead_chacha20poly1305_ietf_decrypt_detached");
+  WG_RESOLVE(lib, sodium.init, "sodium_init");
+  WG_RESOLVE(lib, sodium.seal, "crypto_aead_chacha20poly1305_ietf_encrypt_detached");
+  WG_RESOLVE(lib, sodium.open, "crypto_aead_chacha20poly1305_ietf_decrypt_detached");
   return sodium.init() >= 0; // 1 means "already initialised", also fine
 }
 
-static pthread_once_t crypto_once = PTHREAD_ONCE_INIT, sodium_once = PTHREAD_ONCE_INIT;
+static struct wg_syslib libs = WG_SYSLIB(resolve_libcrypto, resolve_libsodium);
 
-// Each library stays open for the life of the process once loaded, as libwgio itself does.
-static void load_libcrypto(void) {
-  void *lib = dlopen("libcrypto.so.3", RTLD_NOW | RTLD_LOCAL);
-  if (lib && !(have_libcrypto = resolve_libcrypto(lib))) dlclose(lib);
-}
-
-static void load_libsodium(void) {
-  void *lib = dlopen("libsodium.so.23", RTLD_NOW | RTLD_LOCAL);
-  if (lib && !(have_libsodium = resolve_libsodium(lib))) dlclose(lib);
-}
-
-/* The preferred library, and the other only if that one is missing: opening libcrypto.so.3 and
- * setting up its cipher is about 2 ms of every start, for a library not used where libsodium is
- * (docs/performance.md, "Cold start"). wgc_use loads the other when asked for it. */
-static void load(void) {
-#if defined(__x86_64__)
-  pthread_once(&sodium_once, load_libsodium);
-  if (!have_libsodium) pthread_once(&crypto_once, load_libcrypto);
-  active = have_libsodium ? WGC_LIBSODIUM : have_libcrypto ? WGC_LIBCRYPTO : WGC_NONE;
-#else
-  pthread_once(&crypto_once, load_libcrypto);
-  if (!have_libcrypto) pthread_once(&sodium_once, load_libsodium);
-  active = have_libcrypto ? WGC_LIBCRYPTO : have_libsodium ? WGC_LIBSODIUM : WGC_NONE;
-#endif
-}
-
-/* Which library the next calls use: 1 libcrypto, 2 libsodium, 0 none (first call loads them). */
-EXPORT int32_t wgc_available(void) {
-  pthread_once(&loaded, load);
-  return active;
-}
+/* Which library the next calls use: 1 libcrypto, 2 libsodium, 0 none (the first call opens it). */
+EXPORT int32_t wgc_available(void) { return wg_syslib_choose(&libs); }
 
 /*
- * Switches to `which` (1 or 2) if that library loaded; returns the one now in use. For the tests,
- * which hold both to noble, and for bench/aead.ts; not for concurrent use with seal and open.
+ * Switches to `which` (1 or 2) if that library can be used; returns the one now in use. For the
+ * tests, which hold both to noble, and for bench/aead.ts; not for concurrent use with seal and open.
  */
-EXPORT int32_t wgc_use(int32_t which) {
-  pthread_once(&loaded, load);
-  if (which == WGC_LIBCRYPTO) pthread_once(&crypto_once, load_libcrypto);
-  if (which == WGC_LIBSODIUM) pthread_once(&sodium_once, load_libsodium);
-  if ((which == WGC_LIBCRYPTO && have_libcrypto) || (which == WGC_LIBSODIUM && have_libsodium))
-    active = which;
-  return active;
-}
+EXPORT int32_t wgc_use(int32_t which) { return wg_syslib_use(&libs, which); }
 
 /* One context per thread and direction, made on a thread's first packet and kept. */
 static __thread EVP_CIPHER_CTX *ctx_for[2];
@@ -201,10 +156,10 @@ static int ossl_open(const uint8_t *key, const uint8_t *nonce, const uint8_t *in
 EXPORT int32_t wgc_seal(const uint8_t *key, const uint8_t *nonce, const uint8_t *in, int32_t len,
                         const uint8_t *aad, int32_t aadlen, uint8_t *out) {
   if (len < 0 || aadlen < 0) return -1;
-  switch (active) {
-  case WGC_LIBCRYPTO:
+  switch (libs.active) {
+  case WG_LIB_LIBCRYPTO:
     return ossl_seal(key, nonce, in, len, aad, aadlen, out);
-  case WGC_LIBSODIUM:
+  case WG_LIB_LIBSODIUM:
     return sodium.seal(out, out + len, NULL, in, (unsigned long long)len, aad,
                        (unsigned long long)aadlen, NULL, nonce, key) == 0
                ? 0
@@ -227,11 +182,11 @@ EXPORT int32_t wgc_open(const uint8_t *key, const uint8_t *nonce, const uint8_t 
   uint8_t *tmp = scratch_for(n);
   if (!tmp) return -1;
   int rc;
-  switch (active) {
-  case WGC_LIBCRYPTO:
+  switch (libs.active) {
+  case WG_LIB_LIBCRYPTO:
     rc = ossl_open(key, nonce, in, n, aad, aadlen, tmp);
     break;
-  case WGC_LIBSODIUM:
+  case WG_LIB_LIBSODIUM:
     rc = sodium.open(tmp, NULL, in, (unsigned long long)n, in + n, aad,
                      (unsigned long long)aadlen, nonce, key) == 0
              ? 0

@@ -28,7 +28,7 @@ build_lib() {
   fi
   local tmp
   tmp=$(mktemp "$out/.libwgio-$arch.XXXXXX")
-  if ! "$cc" "${cflags[@]}" "${ldflags[@]}" -o "$tmp" udpio.c aead.c x25519.c; then
+  if ! "$cc" "${cflags[@]}" "${ldflags[@]}" -o "$tmp" udpio.c syslib.c aead.c x25519.c; then
     rm -f "$tmp"
     return 1
   fi

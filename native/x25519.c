@@ -7,10 +7,9 @@
  * per call, but importing it loads most of Deno's Node compatibility layer, 15-25 ms of a 100 ms
  * start (docs/performance.md, "Cold start"). The helper is loaded anyway, for UDP and the AEAD.
  *
- * Where it comes from, as in aead.c (and opened the same way, with dlopen, so libwgio still needs
- * only libc): libsodium.so.23 (crypto_scalarmult_curve25519*) or OpenSSL's libcrypto.so.3 (EVP_PKEY
- * X25519 keys and EVP_PKEY_derive). On x86_64 libsodium comes first, elsewhere libcrypto, the same
- * order as the AEAD's.
+ * Where it comes from, as for aead.c (syslib.c opens the library, with dlopen, so libwgio still
+ * needs only libc): libsodium.so.23 (crypto_scalarmult_curve25519*) or OpenSSL's libcrypto.so.3
+ * (EVP_PKEY X25519 keys and EVP_PKEY_derive), in the same order of preference.
  *
  * Contract (noble's and node's): 32-byte little-endian scalar and u-coordinate, the scalar clamped
  * and the u-coordinate's top bit ignored as RFC 7748 says; a shared secret of all zeros (a
@@ -20,15 +19,12 @@
  * backend on any difference.
  */
 #define _GNU_SOURCE
-#include <dlfcn.h>
-#include <pthread.h>
+#include "syslib.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
 #define EXPORT __attribute__((visibility("default")))
-#define WGX_NONE 0
-#define WGX_LIBCRYPTO 1
-#define WGX_LIBSODIUM 2
 #define WGX_KEY 32
 
 /* OpenSSL: include/openssl/evp.h and obj_mac.h. */
@@ -54,76 +50,33 @@ static struct {
   int (*mult_base)(uint8_t *q, const uint8_t *n);
 } sodium;
 
-static int have_libcrypto, have_libsodium;
-static int active = WGX_NONE;
-static pthread_once_t loaded = PTHREAD_ONCE_INIT;
-
-#define RESOLVE(lib, field, name)                                                                  \
-  if (!(*(void **)&field = dlsym(lib, name))) return 0
-
 static int resolve_libcrypto(void *lib) {
-  RESOLVE(lib, ossl.new_private, "EVP_PKEY_new_raw_private_key");
-  RESOLVE(lib, ossl.new_public, "EVP_PKEY_new_raw_public_key");
-  RESOLVE(lib, ossl.get_public, "EVP_PKEY_get_raw_public_key");
-  RESOLVE(lib, ossl.free, "EVP_PKEY_free");
-  RESOLVE(lib, ossl.ctx_new, "EVP_PKEY_CTX_new");
-  RESOLVE(lib, ossl.ctx_free, "EVP_PKEY_CTX_free");
-  RESOLVE(lib, ossl.derive_init, "EVP_PKEY_derive_init");
-  RESOLVE(lib, ossl.derive_set_peer, "EVP_PKEY_derive_set_peer");
-  RESOLVE(lib, ossl.derive, "EVP_PKEY_derive");
+  WG_RESOLVE(lib, ossl.new_private, "EVP_PKEY_new_raw_private_key");
+  WG_RESOLVE(lib, ossl.new_public, "EVP_PKEY_new_raw_public_key");
+  WG_RESOLVE(lib, ossl.get_public, "EVP_PKEY_get_raw_public_key");
+  WG_RESOLVE(lib, ossl.free, "EVP_PKEY_free");
+  WG_RESOLVE(lib, ossl.ctx_new, "EVP_PKEY_CTX_new");
+  WG_RESOLVE(lib, ossl.ctx_free, "EVP_PKEY_CTX_free");
+  WG_RESOLVE(lib, ossl.derive_init, "EVP_PKEY_derive_init");
+  WG_RESOLVE(lib, ossl.derive_set_peer, "EVP_PKEY_derive_set_peer");
+  WG_RESOLVE(lib, ossl.derive, "EVP_PKEY_derive");
   return 1;
 }
 
 static int resolve_libsodium(void *lib) {
-  RESOLVE(lib, sodium.init, "sodium_init");
-  RESOLVE(lib, sodium.mult, "crypto_scalarmult_curve25519");
-  RESOLVE(lib, sodium.mult_base, "crypto_scalarmult_curve25519_base");
+  WG_RESOLVE(lib, sodium.init, "sodium_init");
+  WG_RESOLVE(lib, sodium.mult, "crypto_scalarmult_curve25519");
+  WG_RESOLVE(lib, sodium.mult_base, "crypto_scalarmult_curve25519_base");
   return sodium.init() >= 0;
 }
 
-static pthread_once_t crypto_once = PTHREAD_ONCE_INIT, sodium_once = PTHREAD_ONCE_INIT;
+static struct wg_syslib libs = WG_SYSLIB(resolve_libcrypto, resolve_libsodium);
 
-// Each library stays open for the life of the process once loaded, as libwgio itself does.
-static void load_libcrypto(void) {
-  void *lib = dlopen("libcrypto.so.3", RTLD_NOW | RTLD_LOCAL);
-  if (lib && !(have_libcrypto = resolve_libcrypto(lib))) dlclose(lib);
-}
+/* Which library the next calls use: 1 libcrypto, 2 libsodium, 0 none (the first call opens it). */
+EXPORT int32_t wgx_available(void) { return wg_syslib_choose(&libs); }
 
-static void load_libsodium(void) {
-  void *lib = dlopen("libsodium.so.23", RTLD_NOW | RTLD_LOCAL);
-  if (lib && !(have_libsodium = resolve_libsodium(lib))) dlclose(lib);
-}
-
-/* The preferred library, and the other only if that one is missing: opening libcrypto.so.3 and
- * setting up its cipher is about 2 ms of every start, for a library not used where libsodium is
- * (docs/performance.md, "Cold start"). wgx_use loads the other when asked for it. */
-static void load(void) {
-#if defined(__x86_64__)
-  pthread_once(&sodium_once, load_libsodium);
-  if (!have_libsodium) pthread_once(&crypto_once, load_libcrypto);
-  active = have_libsodium ? WGX_LIBSODIUM : have_libcrypto ? WGX_LIBCRYPTO : WGX_NONE;
-#else
-  pthread_once(&crypto_once, load_libcrypto);
-  if (!have_libcrypto) pthread_once(&sodium_once, load_libsodium);
-  active = have_libcrypto ? WGX_LIBCRYPTO : have_libsodium ? WGX_LIBSODIUM : WGX_NONE;
-#endif
-}
-
-/* Which library the next calls use: 1 libcrypto, 2 libsodium, 0 none (first call loads them). */
-EXPORT int32_t wgx_available(void) {
-  pthread_once(&loaded, load);
-  return active;
-}
-
-/* Switches to `which` if that library loaded; returns the one now in use (for the tests). */
-EXPORT int32_t wgx_use(int32_t which) {
-  pthread_once(&loaded, load);
-  if (which == WGX_LIBCRYPTO) pthread_once(&crypto_once, load_libcrypto);
-  if (which == WGX_LIBSODIUM) pthread_once(&sodium_once, load_libsodium);
-  if ((which == WGX_LIBCRYPTO && have_libcrypto) || (which == WGX_LIBSODIUM && have_libsodium))
-    active = which;
-  return active;
-}
+/* Switches to `which` if that library can be used; returns the one now in use (for the tests). */
+EXPORT int32_t wgx_use(int32_t which) { return wg_syslib_use(&libs, which); }
 
 static int all_zero(const uint8_t *b) {
   uint8_t acc = 0;
@@ -157,10 +110,10 @@ static int ossl_shared(uint8_t *out, const uint8_t *priv, const uint8_t *pub) {
 
 /* The public key of `priv` into `out` (32 bytes each). Returns 0, or -1 with no library. */
 EXPORT int32_t wgx_public(uint8_t *out, const uint8_t *priv) {
-  switch (active) {
-  case WGX_LIBCRYPTO:
+  switch (libs.active) {
+  case WG_LIB_LIBCRYPTO:
     return ossl_public(out, priv);
-  case WGX_LIBSODIUM:
+  case WG_LIB_LIBSODIUM:
     return sodium.mult_base(out, priv) == 0 ? 0 : -1;
   default:
     return -1;
@@ -173,11 +126,11 @@ EXPORT int32_t wgx_public(uint8_t *out, const uint8_t *priv) {
  */
 EXPORT int32_t wgx_shared(uint8_t *out, const uint8_t *priv, const uint8_t *pub) {
   int rc;
-  switch (active) {
-  case WGX_LIBCRYPTO:
+  switch (libs.active) {
+  case WG_LIB_LIBCRYPTO:
     rc = ossl_shared(out, priv, pub);
     break;
-  case WGX_LIBSODIUM:
+  case WG_LIB_LIBSODIUM:
     rc = sodium.mult(out, priv, pub) == 0 ? 0 : -1;
     break;
   default:
