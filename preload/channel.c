@@ -269,11 +269,14 @@ static void write_record(void) {
   }
 }
 
-/* Whether fd WG_CHANNEL_FD is the socket the record names. */
+/* Whether fd WG_CHANNEL_FD is the socket the record names, and its helper's end is still open
+ * (asking would have found a helper that was killed; so does the hang-up). */
 static int matches_record(void) {
   char path[sizeof wg_cfg.socket_path + 16];
   uint64_t want = 0, have;
   if (chrooted || record_path(path, sizeof path) != 0) return 0;
+  long ev = sys_poll_now(WG_CHANNEL_FD, POLLRDHUP);
+  if (ev < 0 || (ev & (POLLHUP | POLLRDHUP | POLLERR | POLLNVAL))) return 0;
   int fd = (int)syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return 0;
   long r = syscall(SYS_read, fd, &want, sizeof want);
