@@ -157,6 +157,22 @@ netnsTest("wrapguard run: after setuid or chroot the tunnel is still reached", a
         },
       );
 
+      await t.step("a killed helper is noticed despite the record, and replaced", async () => {
+        // The record only spares the question while the helper's end is open: once this run's
+        // helper is gone, the next program hangs up on it, asks, and starts its own.
+        const r = await w.wrap([
+          "sh",
+          "-c",
+          "for p in $(pgrep -x wrapguard-chan); do tr '\\0' '\\n' 2>/dev/null </proc/$p/environ | " +
+          'grep -qx "WRAPGUARD_SOCKET_DIR=$WRAPGUARD_SOCKET_DIR" && kill $p; done; sleep 0.2; ' +
+          'python3 -c "$0" setuid /',
+          DROP,
+        ], { args: ["--log-level", "debug"] });
+        assert.equal(r.code, 0, r.stderr);
+        assert.match(r.stdout, /^through the tunnel 65534$/m, r.stderr);
+        assert.match(r.stderr, /channel: the inherited fd \d+ does not answer for this run/);
+      });
+
       await t.step(
         "a foreign socket pair at the channel's number is not taken for it",
         async () => {
