@@ -7,7 +7,8 @@
  * fifth of the engine's CPU (docs/performance.md). Here a packet is one FFI call with no
  * allocation: the caller's bytes are sealed or opened where they lie.
  *
- * Where the cipher comes from (both are opened on the first call to wgc_available()):
+ * Where the cipher comes from (the first call to wgc_available() opens the preferred one, and the
+ * other only if that fails):
  *   1 OpenSSL's libcrypto.so.3, EVP "chacha20-poly1305": one EVP_CIPHER_CTX per thread and
  *     direction, made once and re-keyed and re-nonced per call;
  *   2 libsodium.so.23, crypto_aead_chacha20poly1305_ietf_*_detached, which keeps no state.
@@ -98,15 +99,36 @@ static int resolve_libsodium(void *lib) {
   return sodium.init() >= 0; // 1 means "already initialised", also fine
 }
 
-static void load(void) {
-  // The library stays open for the life of the process, as libwgio itself does.
+/* Each library is opened at most once; it stays open for the life of the process, as libwgio does. */
+static int tried_libcrypto, tried_libsodium;
+
+static void open_libcrypto(void) {
+  if (tried_libcrypto) return;
+  tried_libcrypto = 1;
   void *lib = dlopen("libcrypto.so.3", RTLD_NOW | RTLD_LOCAL);
   if (lib && !(have_libcrypto = resolve_libcrypto(lib))) dlclose(lib);
-  lib = dlopen("libsodium.so.23", RTLD_NOW | RTLD_LOCAL);
+}
+
+static void open_libsodium(void) {
+  if (tried_libsodium) return;
+  tried_libsodium = 1;
+  void *lib = dlopen("libsodium.so.23", RTLD_NOW | RTLD_LOCAL);
   if (lib && !(have_libsodium = resolve_libsodium(lib))) dlclose(lib);
+}
+
+/*
+ * Only the preferred library is opened, the other one only when it is missing (or when wgc_use
+ * asks for it): opening and initialising libcrypto alone costs about 3.3 MB of resident memory,
+ * a twentieth of an idle tunnel's (docs/performance.md, "Memory per idle connection").
+ */
+static void load(void) {
 #if defined(__x86_64__)
+  open_libsodium();
+  if (!have_libsodium) open_libcrypto();
   active = have_libsodium ? WGC_LIBSODIUM : have_libcrypto ? WGC_LIBCRYPTO : WGC_NONE;
 #else
+  open_libcrypto();
+  if (!have_libcrypto) open_libsodium();
   active = have_libcrypto ? WGC_LIBCRYPTO : have_libsodium ? WGC_LIBSODIUM : WGC_NONE;
 #endif
 }
@@ -118,11 +140,14 @@ EXPORT int32_t wgc_available(void) {
 }
 
 /*
- * Switches to `which` (1 or 2) if that library loaded; returns the one now in use. For the tests,
- * which hold both to noble, and for bench/aead.ts; not for concurrent use with seal and open.
+ * Switches to `which` (1 or 2), opening it first if that was not tried yet, if it loaded; returns
+ * the one now in use. For the tests, which hold both to noble, and for bench/aead.ts; not for
+ * concurrent use with seal and open.
  */
 EXPORT int32_t wgc_use(int32_t which) {
   pthread_once(&loaded, load);
+  if (which == WGC_LIBCRYPTO) open_libcrypto();
+  if (which == WGC_LIBSODIUM) open_libsodium();
   if ((which == WGC_LIBCRYPTO && have_libcrypto) || (which == WGC_LIBSODIUM && have_libsodium))
     active = which;
   return active;
