@@ -3,7 +3,8 @@
  *
  *   (a) two wireguard-go namespaces with kernel TCP: the baseline a root user would pick
  *   (b) `wrapguard run` wrapping the same client, against the same wireguard-go peer
- *   (c) the library API (bench/lib_client.ts: the same workloads against `Tunnel`)
+ *   (c) the library API (bench/lib_client.ts: the same workloads against `Tunnel`), run with -A
+ *       and the V8 flag of cli/permissions.flags
  *   (d) `wrapguard forward -L tcp:127.0.0.1:…`, the same client dialing the forward
  *
  * and prints a table with ratios to (a); writes docs/bench.svg and docs/bench.json. Needs root.
@@ -42,6 +43,7 @@ const ROOT = new URL("../", import.meta.url).pathname;
 const LOAD = `${ROOT}bench/load.py`;
 const LIB = `${ROOT}bench/lib_client.ts`;
 const FLAGS = Deno.readTextFileSync(`${ROOT}cli/permissions.flags`).split(/\s+/).filter((f) => f);
+const V8_FLAGS = FLAGS.filter((f) => f.startsWith("--v8-flags"));
 const HOST_ENV = { NO_COLOR: "1", DENO_NO_UPDATE_CHECK: "1" };
 
 const { values } = parseArgs({
@@ -275,7 +277,19 @@ PersistentKeepalive = 25
           ...a,
         ];
       case "c":
-        return [Deno.execPath(), "run", "-A", LIB, ourConf, workload, PEER, String(port), ...a];
+        // With the CLI's V8 flag, as the README advises a program with many connections.
+        return [
+          Deno.execPath(),
+          "run",
+          "-A",
+          ...V8_FLAGS,
+          LIB,
+          ourConf,
+          workload,
+          PEER,
+          String(port),
+          ...a,
+        ];
       case "d":
         return ["python3", LOAD, workload, "127.0.0.1", String(fwdPort(port)), ...a];
     }

@@ -27,7 +27,7 @@ Deno.test("ByteRing", async (t) => {
     const r = new ByteRing(10_000);
     assert.equal(r.allocated, 0);
     assert.equal(r.push(bytes(0, 100)), 100);
-    assert.equal(r.allocated, 4096);
+    assert.equal(r.allocated, 512, "a small exchange costs a small buffer");
     assert.equal(r.push(bytes(100, 5000)), 5000);
     assert.equal(r.allocated, 8192);
     assert.equal(r.push(bytes(5100, 9000)), 4900, "only what fits");

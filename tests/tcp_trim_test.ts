@@ -14,7 +14,7 @@ Deno.test("trimIdle frees the empty buffers of quiet connections only, and they 
   s.send(20, { flags: "A", seq: irs + 1, ack: iss + 101 });
   assert.equal(s.tcp.trimIdle(900), 0, "acknowledged but quiet for less than a second");
   const freed = s.tcp.trimIdle(1100);
-  assert.ok(freed >= 4096, `the send ring and the send log were freed (${freed} bytes)`);
+  assert.ok(freed > 512, `the send ring (512 bytes) and the send log were freed (${freed} bytes)`);
   assert.equal(s.tcp.trimIdle(5000), 0, "nothing is left to free");
   conn.write(patternData(10));
   s.expect([{ flags: "PA", seq: iss + 101, data: patternData(10) }]);

@@ -29,9 +29,16 @@ export async function readExact(conn: Reader, n: number): Promise<Uint8Array | n
   return buf;
 }
 
+/**
+ * Where discarded bytes land. One for every connection: what is read into it is never looked at,
+ * so reads that overlap may share it, and a connecting program's filler (about 100 KiB, see
+ * PROTOCOL.md "Readiness") costs no buffer of its own.
+ */
+let discardScratch: Uint8Array | undefined;
+
 /** Reads and discards exactly `n` bytes, in bounded pieces; false when the stream ends first. */
 export async function discardExact(conn: Reader, n: number): Promise<boolean> {
-  const buf = new Uint8Array(Math.min(n, 64 * 1024));
+  const buf = discardScratch ??= new Uint8Array(64 * 1024);
   while (n > 0) {
     const r = await conn.read(buf.subarray(0, Math.min(n, buf.length)));
     if (r === null) return false;

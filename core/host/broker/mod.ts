@@ -270,27 +270,33 @@ export class Broker {
     try {
       for await (const conn of this.#listener) {
         this.stats.connections++;
-        const untrack = this.#ctx.track(conn);
-        const task = this.#serve(conn)
-          .catch((e) => {
-            this.#ctx.logger.debug("broker connection ended with an error", {
-              error: (e as Error).message,
-            });
-          })
-          .finally(() => {
-            untrack();
-            try {
-              conn.close();
-            } catch {
-              // closed by the handler
-            }
-          });
+        // One promise per connection for its whole life (it never rejects): every promise and
+        // closure kept here is kept by each idle connection.
+        const task = this.#serveOne(conn);
         this.#tasks.add(task);
-        task.finally(() => this.#tasks.delete(task));
+        task.then(() => this.#tasks.delete(task));
       }
     } catch (e) {
       if (!this.#closed) {
         this.#ctx.logger.error("broker stopped accepting", { error: (e as Error).message });
+      }
+    }
+  }
+
+  async #serveOne(conn: Deno.Conn): Promise<void> {
+    const untrack = this.#ctx.track(conn);
+    try {
+      await this.#serve(conn);
+    } catch (e) {
+      this.#ctx.logger.debug("broker connection ended with an error", {
+        error: (e as Error).message,
+      });
+    } finally {
+      untrack();
+      try {
+        conn.close();
+      } catch {
+        // closed by the handler
       }
     }
   }

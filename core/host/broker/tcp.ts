@@ -33,9 +33,15 @@ function isZero(addr: IpBytes): boolean {
 function opened(conn: TcpConnection): Promise<TcpError | undefined> {
   if (conn.state === "ESTABLISHED") return Promise.resolve(undefined);
   return new Promise((resolve) => {
-    conn.onOpen = () => resolve(undefined);
-    conn.onClose = (e) =>
+    // Both are cleared once called: an open connection keeps neither, nor this promise.
+    conn.onOpen = () => {
+      conn.onOpen = conn.onClose = undefined;
+      resolve(undefined);
+    };
+    conn.onClose = (e) => {
+      conn.onOpen = conn.onClose = undefined;
       resolve(e ?? new TcpError("ECONNREFUSED", "connection closed while connecting"));
+    };
   });
 }
 

@@ -7,10 +7,13 @@
  *   both ended ─► close both;   a read or write error ─► abort both (a reset, where possible)
  * ```
  *
- * Each direction holds one buffer and writes it out before reading again, so a slow reader on one
- * side fills the other side's receive window instead of our memory. The buffer starts at 1 KiB and
- * grows (×4, to 64 KiB) while reads fill it: a pending read holds its buffer, so an idle
- * connection would otherwise keep 2 × 64 KiB for its whole life.
+ * Each direction writes what it read before reading again, so a slow reader on one side fills the
+ * other side's receive window instead of our memory. A side that can hand over what it has buffered
+ * ({@link Duplex.readChunk}: the tunnel's connections, node sockets) is read that way, so an idle
+ * direction waits without holding any buffer and a chunk is written on without another copy. Any
+ * other side is read into one buffer per direction that starts at 256 bytes and grows (×4, to
+ * 64 KiB) while reads fill it: a pending read holds its buffer, so a buffer allocated at its largest
+ * would be kept for the connection's whole life.
  *
  * `Deno.Conn` and `TunnelConn` are {@link Duplex} as they are; a socket from `node:net` (what a
  * socket passed by systemd becomes) is adapted by {@link NodeSocketDuplex}.
@@ -22,7 +25,14 @@ import type { Socket } from "node:net";
 /** The part of `Deno.Conn` that a relay needs. */
 export interface Duplex {
   read(p: Uint8Array): Promise<number | null>;
+  /**
+   * Takes what is buffered now as an array the caller owns (never empty), or null at end of
+   * stream: a relay then waits without holding a buffer of its own.
+   */
+  readChunk?(): Promise<Uint8Array | null>;
   write(p: Uint8Array): Promise<number>;
+  /** Writes all of `p`, which the caller gives up (so it need not be copied). */
+  writeOwned?(p: Uint8Array): Promise<void>;
   /** Sends end of stream; reading goes on. */
   closeWrite(): Promise<void>;
   close(): void;
@@ -38,7 +48,7 @@ export interface RelayResult {
 }
 
 /** A relay's first read buffer, and the most it grows to under bulk. */
-export const ReadBufferStart = 1024;
+export const ReadBufferStart = 256;
 export const ReadBufferMax = 64 * 1024;
 
 /** The buffer for the next read: four times larger after a read that filled it, up to the most. */
@@ -74,13 +84,22 @@ export async function relay(a: Duplex, b: Duplex): Promise<RelayResult> {
   };
   const pump = async (from: Duplex, to: Duplex, count: (n: number) => void) => {
     try {
-      let buf = new Uint8Array(ReadBufferStart);
-      for (;;) {
-        const n = await from.read(buf);
-        if (n === null) break;
-        await writeAll(to, buf.subarray(0, n));
-        count(n);
-        buf = nextReadBuffer(buf, n);
+      if (from.readChunk) {
+        for (;;) {
+          const chunk = await from.readChunk();
+          if (chunk === null) break;
+          await (to.writeOwned ? to.writeOwned(chunk) : writeAll(to, chunk));
+          count(chunk.length);
+        }
+      } else {
+        let buf = new Uint8Array(ReadBufferStart);
+        for (;;) {
+          const n = await from.read(buf);
+          if (n === null) break;
+          await writeAll(to, buf.subarray(0, n));
+          count(n);
+          buf = nextReadBuffer(buf, n);
+        }
       }
       await to.closeWrite();
     } catch (e) {
@@ -142,6 +161,24 @@ export class NodeSocketDuplex implements Duplex {
     w?.();
   }
 
+  async readChunk(): Promise<Uint8Array | null> {
+    for (;;) {
+      const head = this.#queue.shift();
+      if (head) {
+        this.#dequeued(head.length);
+        return head;
+      }
+      if (this.#error) throw this.#error;
+      if (this.#ended) return null;
+      await new Promise<void>((r) => this.#wake = r);
+    }
+  }
+
+  #dequeued(n: number): void {
+    this.#queued -= n;
+    if (this.#queued < NodeHighWater / 2 && this.#socket.isPaused()) this.#socket.resume();
+  }
+
   async read(p: Uint8Array): Promise<number | null> {
     for (;;) {
       const head = this.#queue[0];
@@ -150,8 +187,7 @@ export class NodeSocketDuplex implements Duplex {
         p.set(head.subarray(0, n));
         if (n === head.length) this.#queue.shift();
         else this.#queue[0] = head.subarray(n);
-        this.#queued -= n;
-        if (this.#queued < NodeHighWater / 2 && this.#socket.isPaused()) this.#socket.resume();
+        this.#dequeued(n);
         return n;
       }
       if (this.#error) throw this.#error;
@@ -166,6 +202,13 @@ export class NodeSocketDuplex implements Duplex {
     const copy = p.slice();
     return new Promise((resolve, reject) => {
       this.#socket.write(copy, (err?: Error | null) => err ? reject(err) : resolve(copy.length));
+    });
+  }
+
+  writeOwned(p: Uint8Array): Promise<void> {
+    if (this.#error) return Promise.reject(this.#error);
+    return new Promise((resolve, reject) => {
+      this.#socket.write(p, (err?: Error | null) => err ? reject(err) : resolve());
     });
   }
 

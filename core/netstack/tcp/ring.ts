@@ -8,8 +8,12 @@
  */
 
 const EMPTY = new Uint8Array(0);
-/** The first allocation. */
-const INITIAL_ALLOCATION = 4096;
+/**
+ * The first allocation. Small: a connection that exchanges a few bytes and goes quiet (most
+ * keep-alive connections) would otherwise allocate 4 KiB per direction, and what malloc gave a
+ * freed ring stays in the process's RSS (docs/performance.md, "Memory per idle connection").
+ */
+const INITIAL_ALLOCATION = 512;
 
 export class ByteRing {
   readonly capacity: number;
