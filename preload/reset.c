@@ -40,16 +40,28 @@ WG_DEFINE_REAL(shutdown, shutdown_fn)
 
 int shutdown(int fd, int how) {
   wg_init();
+  struct wg_sock *s =
+      (how == SHUT_WR || how == SHUT_RDWR) && wg_kind(fd) != WG_K_NONE ? wg_get(fd) : NULL;
+  int was = 0;
+  /* Marked before the call, not after: the end of stream our shutdown causes can come back (the
+   * broker's FIN, the peer's answer) and wake another thread's read before this thread, preempted
+   * on a loaded machine, has returned from the call; that read must see our own shutdown, not a
+   * reset. A shutdown that fails takes the mark back. */
+  if (s) {
+    pthread_mutex_lock(&s->lock);
+    was = s->shut_wr;
+    s->shut_wr = 1;
+    pthread_mutex_unlock(&s->lock);
+  }
   int r = WG_CALL_REAL(shutdown, fd, how);
-  if (r == 0 && (how == SHUT_WR || how == SHUT_RDWR) && wg_kind(fd) != WG_K_NONE) {
+  if (s) {
     int e = errno;
-    struct wg_sock *s = wg_get(fd);
-    if (s) {
+    if (r != 0) {
       pthread_mutex_lock(&s->lock);
-      s->shut_wr = 1;
+      s->shut_wr = was;
       pthread_mutex_unlock(&s->lock);
-      wg_put(s);
     }
+    wg_put(s);
     errno = e;
   }
   return r;

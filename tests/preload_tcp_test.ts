@@ -229,6 +229,71 @@ s.close()
   }
 });
 
+/** Preloaded after the interposer: its shutdown() returns 300 ms after the real one. */
+const SLOW_SHUTDOWN = `
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <sys/socket.h>
+#include <time.h>
+int shutdown(int fd, int how) {
+  int (*real)(int, int) = (int (*)(int, int))dlsym(RTLD_NEXT, "shutdown");
+  int r = real(fd, how);
+  struct timespec t = {0, 300000000};
+  nanosleep(&t, 0);
+  return r;
+}
+`;
+
+Deno.test({
+  name: "preload tcp: a read racing our own shutdown from another thread sees end of stream",
+  ignore: which("gcc") === undefined,
+  async fn() {
+    // The thread that shuts down is slow to come back from the call (preempted, on a loaded
+    // machine; here a second preloaded library sleeps after the real shutdown), while the end of
+    // stream that shutdown causes comes back through the echo at once. The reading thread must
+    // take it for our own half-close, not a reset: the interposer marks the shutdown before the
+    // call. It once marked it after, and python saw ECONNRESET (a flake of the full suite).
+    const dir = await Deno.makeTempDir({ prefix: "wg-slow-shutdown-" });
+    const echo = echoServer();
+    try {
+      const slow = `${dir}/slow_shutdown.so`;
+      const cc = await run(null, ["gcc", "-shared", "-fPIC", "-O2", "-x", "c", "-o", slow, "-"], {
+        stdin: SLOW_SHUTDOWN,
+      });
+      assert.equal(cc.code, 0, cc.stderr);
+      await withBroker(echoRelay(echo.port), async (broker) => {
+        const out = await python(
+          broker,
+          `
+import socket, threading, time
+s = socket.socket()
+s.connect(("10.99.0.2", 7))
+def close_write():
+    s.sendall(b"bye")
+    s.shutdown(socket.SHUT_WR)
+t = threading.Thread(target=close_write)
+start = time.monotonic()
+t.start()
+got = b""
+while True:
+    b = s.recv(100)
+    if not b:
+        break
+    got += b
+print(got.decode(), "eof before shutdown returned:", time.monotonic() - start < 0.25)
+t.join()
+`,
+          { LD_PRELOAD: `${lib}:${slow}` },
+        );
+        assert.deepEqual(out, ["bye eof before shutdown returned: True"]);
+      });
+    } finally {
+      echo.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
 Deno.test("preload tcp: non-blocking connect is EINPROGRESS, unwritable until established", async () => {
   const echo = echoServer();
   try {
