@@ -149,6 +149,14 @@ async function bulk(direction: string, streams: number, seconds: number): Promis
   print({ bytes: counts.reduce((a, b) => a + b, 0), seconds: secs });
 }
 
+// Killed as the bench kills every client (SIGTERM): close the tunnel, so that its connections are
+// reset at the peer, as the kernel does for (a) and `run` does for (b), instead of left half-open
+// for the next client on the same address to collide with.
+Deno.addSignalListener("SIGTERM", () => {
+  tunnel.close();
+  Deno.exit(143);
+});
+
 try {
   const num = rest.map(Number);
   switch (mode) {

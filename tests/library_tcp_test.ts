@@ -120,3 +120,27 @@ Deno.test("ping and status", async () => {
   assert.ok(status.peers[0]!.latestHandshake > 0);
   assert.ok(status.peers[0]!.rxBytes > 0 && status.peers[0]!.txBytes > 0);
 });
+
+Deno.test("closing a tunnel resets its open connections at the peer (none left half-open)", async () => {
+  // A process that ends must not leave its peers holding connections: the next process on the
+  // same address would meet them, its SYNs answered by challenge ACKs (TcpLayer.abortAll).
+  await using p = await pair();
+  const listener = p.b.listen({ port: 8090, hostname: "10.201.0.1" });
+  const accepted = listener.accept();
+  const conn = await p.a.connect({ hostname: "10.201.0.1", port: 8090 });
+  const server = await accepted;
+  await conn.writeAll(new TextEncoder().encode("hi"));
+  const buf = new Uint8Array(8);
+  assert.equal(await server.read(buf), 2);
+  assert.equal(p.b.tcp.connectionCount, 1);
+  p.a.close();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error("no reset within 5 s")), 5000);
+  });
+  await assert.rejects(() => Promise.race([server.read(buf), late]), Deno.errors.ConnectionReset);
+  clearTimeout(timer);
+  assert.equal(p.b.tcp.connectionCount, 0, "the peer's side is gone at once");
+  server.close();
+  listener.close();
+});

@@ -297,6 +297,9 @@ export class Tunnel {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#trimTimer);
+    // Peers are told, as a kernel tells them when a process ends: a reset for every open
+    // connection, sent before the socket closes (the transport sends what is queued on close).
+    this.tcp.abortAll(this.scheduler.now());
     this.scheduler.close();
     this.udp.close();
     this.logger.info("tunnel down");

@@ -318,6 +318,8 @@ export class NativeUdpTransport implements UdpTransport {
 
   close(): void {
     if (this.#closed) return;
+    // What this turn queued (the resets Tunnel.close sends) goes out before the socket closes.
+    this.#flush();
     this.#closed = true;
     this.#lib.wgio_wake(this.#waker);
   }

@@ -44,7 +44,7 @@ import { TcpError } from "./errors.ts";
 import { acceptsNewSyn, icmpArrives, openFromListen, segmentArrives } from "./input.ts";
 import { IsnGenerator } from "./isn.ts";
 import { type ListenerHost, TcpListener } from "./listener.ts";
-import { sendStatelessReset, sendSyn } from "./output.ts";
+import { sendRst, sendStatelessReset, sendSyn } from "./output.ts";
 import { seqAdd } from "./seq.ts";
 import {
   newStats,
@@ -238,6 +238,35 @@ export class TcpLayer implements Transport {
       }
     }
     return freed;
+  }
+
+  /**
+   * Resets every connection, as a host whose stack goes away should (RFC 9293 3.10.5 ABORT for
+   * each: RST where the connection is synchronized, nothing in SYN-SENT or TIME-WAIT), and returns
+   * how many resets were sent. Without it the peers keep the connections of a process that ended
+   * half-open, and the next process on the same address meets them: a SYN to a 4-tuple the peer
+   * still holds gets a challenge ACK and waits out a retransmission, a second each (1000 held
+   * connections made the next 1000 take over 20 s in the bench).
+   */
+  abortAll(now: number): number {
+    this.#advance(now);
+    this.#depth++;
+    let resets = 0;
+    try {
+      for (const list of [...this.#conns.values()]) {
+        for (const t of [...list]) {
+          const st = t.state;
+          if (st !== State.CLOSED && st !== State.SYN_SENT && st !== State.TIME_WAIT) {
+            sendRst(t, this.#now);
+            resets++;
+          }
+          t.finish();
+        }
+      }
+    } finally {
+      this.#leave();
+    }
+    return resets;
   }
 
   #randomBytes(n: number): Uint8Array {
