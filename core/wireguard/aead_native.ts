@@ -40,7 +40,7 @@ export interface NativeAeadSymbols {
   ): number;
 }
 
-/** What `wgc_available` / `wgc_use` return, by number. */
+/** What `wgc_available` / `wgc_use` return, by number (WG_LIB_* in native/syslib.h). */
 export const NativeAeadLibraries: Readonly<Record<number, string>> = {
   1: "OpenSSL libcrypto.so.3",
   2: "libsodium.so.23",

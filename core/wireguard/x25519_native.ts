@@ -10,6 +10,7 @@
  *
  * @module
  */
+import { NativeAeadLibraries } from "./aead_native.ts";
 import { offerX25519, type X25519Backend, x25519Backend } from "./x25519.ts";
 
 /** The helper's X25519 symbols (a subset of the library `udp_native.ts` opens). */
@@ -20,11 +21,8 @@ export interface NativeX25519Symbols {
   wgx_shared(out: Uint8Array, privateKey: Uint8Array, publicKey: Uint8Array): number;
 }
 
-/** What `wgx_available` / `wgx_use` return, by number. */
-export const NativeX25519Libraries: Readonly<Record<number, string>> = {
-  1: "OpenSSL libcrypto.so.3",
-  2: "libsodium.so.23",
-};
+/** What `wgx_available` / `wgx_use` return, by number: native/syslib.h's, the AEAD's too. */
+export const NativeX25519Libraries: Readonly<Record<number, string>> = NativeAeadLibraries;
 
 function checkLength(key: Uint8Array, what: string): void {
   if (key.length !== 32) throw new RangeError(`An X25519 ${what} key is 32 bytes`);

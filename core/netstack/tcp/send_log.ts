@@ -2,8 +2,9 @@
  * What RACK (RFC 8985 5.2) needs to remember per segment in flight: its range of stream
  * offsets, when it was last (re)transmitted, whether it was SACKed, deemed lost or ever
  * retransmitted, and how many of its bytes still wait to be sent again (a lost segment may go
- * out again in pieces when the segment size shrank, and the pipe must count only the rest). Kept as parallel typed arrays in a ring, in offset order (new data is only
- * ever appended at SND.NXT), so the per-packet path allocates nothing; the ring is allocated at
+ * out again in pieces when the segment size shrank, and the pipe must count only the rest). Kept
+ * as parallel typed arrays in a ring, in offset order (new data is only ever appended at
+ * SND.NXT), so the per-packet path allocates nothing; the ring is allocated at
  * the first segment and doubles when the flight outgrows it, which a connection does a handful
  * of times at most, and {@link SendLog.release} gives it back when the connection goes idle.
  *
@@ -26,14 +27,15 @@ const NONE = new Float64Array(0);
 const NO_FLAGS = new Uint8Array(0);
 
 export class SendLog {
-  #start: Float64Array;
-  #end: Float64Array;
-  #ts: Float64Array;
-  #flags: Uint8Array;
-  #lost: Float64Array;
+  // Empty until the first segment (and again after release): see the module doc.
+  #start = NONE;
+  #end = NONE;
+  #ts = NONE;
+  #flags = NO_FLAGS;
+  #lost = NONE;
   #head = 0;
   #count = 0;
-  #mask: number;
+  #mask = -1;
 
   /** Records the first allocation holds; the ring then doubles as the flight needs. */
   readonly #initial: number;
@@ -42,13 +44,6 @@ export class SendLog {
     let cap = 1;
     while (cap < initialCapacity) cap <<= 1;
     this.#initial = cap;
-    this.#start =
-      this.#end =
-      this.#ts =
-      this.#lost =
-        NONE;
-    this.#flags = NO_FLAGS;
-    this.#mask = -1;
   }
 
   /** Bytes of storage held. */
