@@ -28,7 +28,7 @@ export interface X25519Backend {
   shared(privateKey: Uint8Array, publicKey: Uint8Array): Uint8Array;
 }
 
-const hex = (s: string) => Uint8Array.from(s.match(/../g)!, (b) => parseInt(b, 16));
+const hex = (s: string) => Uint8Array.fromHex(s);
 
 // The fixed DER framing of a raw X25519 key (RFC 8410): PKCS #8 for private, SPKI for public.
 const Pkcs8Prefix = hex("302e020100300506032b656e04220420");

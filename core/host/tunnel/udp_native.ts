@@ -108,9 +108,8 @@ async function load(): Promise<UdpHelper> {
     }
     dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "wrapguard-io-" });
     const path = `${dir}/libwgio.so`;
-    await Deno.writeFile(path, Uint8Array.fromBase64(encoded), {
-      mode: 0o500,
-    });
+    // Sync, as launch.ts's materialize writes: the async call would load Deno's streams first.
+    Deno.writeFileSync(path, Uint8Array.fromBase64(encoded), { mode: 0o500 });
     const lib = Deno.dlopen(path, Symbols).symbols;
     if (lib.wgio_version() !== HelperVersion) return { reason: "helper version mismatch" };
     return { lib, aead: offerNativeAead(lib), x25519: offerNativeX25519(lib) };
