@@ -4,8 +4,8 @@
  * (`--log-level`, `--log-file`, `--log-format`).
  *
  * `run` uses all of them. For `forward` and `proxy` (another engineer's files, not yet wired):
- * spread {@link TUNNEL_OPTIONS} into their `parseArgs` options, call {@link tunnelOptions} on the
- * values, {@link makeLogger} for the log, and after `Tunnel.start` call
+ * spread {@link TUNNEL_OPTIONS} into their `parseOptions` (cli/_args.ts) options, call
+ * {@link tunnelOptions} on the values, {@link makeLogger} for the log, and after `Tunnel.start` call
  * `applyRoutes(tunnel, planRoutes(config, opts))` (core/host/tunnel/routes.ts) and
  * `StatusServer.start(...)` (core/host/status.ts) so that `wrapguard show` lists them.
  * `--kill-switch` means nothing to them (only tunnel destinations are reachable through them).
@@ -24,7 +24,7 @@ export class UsageError extends Error {
   }
 }
 
-/** `node:util` parseArgs descriptions of the shared options. */
+/** The shared options, as `parseOptions` (cli/_args.ts) reads them. */
 export const TUNNEL_OPTIONS = {
   config: { type: "string", short: "c" },
   "exit-node": { type: "string" },
@@ -72,7 +72,7 @@ export interface TunnelCliOptions {
   logFormat?: "json" | "text";
 }
 
-/** What `parseArgs` returns for {@link TUNNEL_OPTIONS}. */
+/** What `parseOptions` returns for {@link TUNNEL_OPTIONS}. */
 export interface TunnelOptionValues {
   config?: string;
   "exit-node"?: string;

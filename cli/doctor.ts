@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
+import { parseOptions } from "./_args.ts";
 import { type DoctorCheck, runDoctor } from "../core/host/doctor/mod.ts";
 import { libraries, probes, supervisors } from "../preload/build/embedded.ts";
 
@@ -58,17 +58,13 @@ export async function main(args: string[]): Promise<number> {
   const target = dash >= 0 ? args.slice(dash + 1) : [];
   let values;
   try {
-    ({ values } = parseArgs({
-      args: own,
-      options: {
-        config: { type: "string", short: "c" },
-        offline: { type: "boolean" },
-        timeout: { type: "string" },
-        json: { type: "boolean" },
-        help: { type: "boolean", short: "h" },
-      },
-      allowPositionals: false,
-    }));
+    values = parseOptions(own, {
+      config: { type: "string", short: "c" },
+      offline: { type: "boolean" },
+      timeout: { type: "string" },
+      json: { type: "boolean" },
+      help: { type: "boolean", short: "h" },
+    });
   } catch (e) {
     console.error(`wrapguard doctor: ${(e as Error).message}\n\n${HELP}`);
     return 2;

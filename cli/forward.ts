@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
+import { parseOptions } from "./_args.ts";
 import { Forwarder } from "../core/host/forward/mod.ts";
 import {
   type ForwardSpec,
@@ -63,18 +63,13 @@ interface ForwardOptions extends TunnelCliOptions {
 function parse(args: string[]): ForwardOptions | "help" {
   let values;
   try {
-    ({ values } = parseArgs({
-      args,
-      options: {
-        ...TUNNEL_OPTIONS,
-        local: { type: "string", short: "L", multiple: true },
-        remote: { type: "string", short: "R", multiple: true },
-        "allow-remote": { type: "boolean" },
-        help: { type: "boolean", short: "h" },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
+    values = parseOptions(args, {
+      ...TUNNEL_OPTIONS,
+      local: { type: "string", short: "L", multiple: true },
+      remote: { type: "string", short: "R", multiple: true },
+      "allow-remote": { type: "boolean" },
+      help: { type: "boolean", short: "h" },
+    });
   } catch (e) {
     throw new UsageError((e as Error).message);
   }

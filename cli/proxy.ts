@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
+import { parseOptions } from "./_args.ts";
 import { isLoopback } from "../core/host/forward/spec.ts";
 import { ProxyServer } from "../core/host/proxy/mod.ts";
 import { Credentials, type ListenAddr, parseListenAddr } from "../core/host/proxy/io.ts";
@@ -62,19 +62,14 @@ interface ProxyCliOptions extends TunnelCliOptions {
 function parse(args: string[]): ProxyCliOptions | "help" {
   let values;
   try {
-    ({ values } = parseArgs({
-      args,
-      options: {
-        ...TUNNEL_OPTIONS,
-        socks5: { type: "string", multiple: true },
-        http: { type: "string", multiple: true },
-        "auth-file": { type: "string" },
-        "allow-remote": { type: "boolean" },
-        help: { type: "boolean", short: "h" },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
+    values = parseOptions(args, {
+      ...TUNNEL_OPTIONS,
+      socks5: { type: "string", multiple: true },
+      http: { type: "string", multiple: true },
+      "auth-file": { type: "string" },
+      "allow-remote": { type: "boolean" },
+      help: { type: "boolean", short: "h" },
+    });
   } catch (e) {
     throw new UsageError((e as Error).message);
   }

@@ -12,7 +12,7 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
+import { parseOptions } from "./_args.ts";
 import {
   type EmbeddedWorld,
   embeddedWorld,
@@ -337,14 +337,11 @@ async function inNamespace(rest: string[]): Promise<number | undefined> {
 export async function main(args: string[]): Promise<number> {
   let values;
   try {
-    ({ values } = parseArgs({
-      args,
-      options: {
-        json: { type: "boolean" },
-        "no-namespace": { type: "boolean" },
-        help: { type: "boolean", short: "h" },
-      },
-    }));
+    values = parseOptions(args, {
+      json: { type: "boolean" },
+      "no-namespace": { type: "boolean" },
+      help: { type: "boolean", short: "h" },
+    });
   } catch (e) {
     console.error(`wrapguard selftest: ${(e as Error).message}\n\n${HELP}`);
     return 2;

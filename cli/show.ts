@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
+import { parseOptions } from "./_args.ts";
 import { currentUid, listStatus, statusDir, type StatusRecord } from "../core/host/status.ts";
 
 const HELP = `Usage: wrapguard show [--json]
@@ -84,12 +84,10 @@ export function formatStatus(records: StatusRecord[], now: number): string {
 export async function main(args: string[]): Promise<number> {
   let values;
   try {
-    ({ values } = parseArgs({
-      args,
-      options: { json: { type: "boolean" }, help: { type: "boolean", short: "h" } },
-      strict: true,
-      allowPositionals: false,
-    }));
+    values = parseOptions(args, {
+      json: { type: "boolean" },
+      help: { type: "boolean", short: "h" },
+    });
   } catch (e) {
     console.error(`wrapguard show: ${(e as Error).message}\n\n${HELP}`);
     return 2;
