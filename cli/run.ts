@@ -24,10 +24,10 @@
  * @module
  */
 import { lockDown, type Sandbox } from "../core/host/sandbox.ts";
-import { parseArgs } from "node:util";
+import { parseOptions } from "./_args.ts";
 import { type Config, loadConfig } from "../core/config/mod.ts";
 import { Broker } from "../core/host/broker/mod.ts";
-import { Resolver } from "../core/host/tunnel/dns.ts";
+import type { Resolver } from "../core/host/tunnel/dns.ts";
 import {
   childEnv,
   inspectTarget,
@@ -53,7 +53,7 @@ import {
   type RoutePlan,
 } from "../core/host/tunnel/routes.ts";
 import { statusDir, type StatusRecord, StatusServer } from "../core/host/status.ts";
-import { Tunnel } from "../core/host/tunnel/mod.ts";
+import type { Tunnel } from "../core/host/tunnel/mod.ts";
 import {
   hostAddresses,
   makeLogger,
@@ -138,12 +138,7 @@ function parse(args: string[]): RunOptions | "help" {
   }
   let values;
   try {
-    ({ values } = parseArgs({
-      args: own,
-      options: { ...TUNNEL_OPTIONS, help: { type: "boolean", short: "h" } },
-      strict: true,
-      allowPositionals: false,
-    }));
+    values = parseOptions(own, { ...TUNNEL_OPTIONS, help: { type: "boolean", short: "h" } });
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
@@ -307,7 +302,77 @@ export async function main(args: string[]): Promise<number> {
       say((e as Error).message);
       return 1;
     }
+    // The broker answers HELLO from here on and holds every other request until the tunnel is
+    // up: the program starts now, and its start (an interpreter, a shell's execs) overlaps the
+    // loading of the tunnel's modules and the tunnel's start (docs/performance.md "Cold start").
     try {
+      broker = await Broker.open(config, {
+        logger,
+        dir,
+        routes: interposerRoutes(config, plan, hostAddresses()),
+        killSwitch: opts.killSwitch || undefined,
+        dnsServers: config.interface.dns.servers.length > 0
+          ? config.interface.dns.servers
+          : undefined,
+      });
+    } catch (e) {
+      say(`cannot start the tunnel: ${(e as Error).message}`);
+      return 1;
+    }
+    if (early) return 128 + (SIGNUM[early] ?? 0);
+
+    const extra: Record<string, string> = { WRAPGUARD_HELLO: "1" };
+    if (opts.logLevel === "debug" && opts.logFile === undefined) extra.WRAPGUARD_DEBUG = "1";
+    const env = childEnv(Deno.env.toObject(), broker.env(), lib, extra);
+    if (inspected.why) {
+      logger.info("supervisor path", { file: inspected.why.file, reason: inspected.why.reason });
+    }
+    try {
+      child = new Deno.Command(supervisor, {
+        args: supervisorArgv(inspected.path, target, rest),
+        env: supervisorEnv(env),
+        clearEnv: true,
+        stdin: "inherit",
+        stdout: "inherit",
+        stderr: "inherit",
+      }).spawn();
+    } catch (e) {
+      const hint = e instanceof Deno.errors.PermissionDenied
+        ? ` (is ${tmp} mounted noexec? set TMPDIR elsewhere)`
+        : "";
+      say(`cannot start ${name} under the supervisor: ${(e as Error).message}${hint}`);
+      return 126;
+    }
+    logger.info("started", { command: name, pid: child.pid });
+    // DESIGN.md decision 7: from here on the host cannot start programs or read the
+    // environment, and a janitor started just before removes the private directory at the end.
+    // Write goes too once the status socket exists (below): until then the broker answers
+    // nothing but HELLO.
+    sandbox = await lockDown(dir, { deferWrite: true });
+    if (early) child.kill(early);
+    const running = child;
+    const helloDone = new AbortController();
+    let killed = false;
+    const helloCheck = broker.waitForHello(running.pid, HELLO_TIMEOUT_MS, helloDone.signal)
+      .then((ok) => {
+        if (ok || helloDone.signal.aborted) return;
+        killed = true;
+        try {
+          running.kill("SIGKILL");
+        } catch {
+          // exited meanwhile
+        }
+      });
+    // The HELLO first (it comes within milliseconds): loading the tunnel's modules keeps the
+    // event loop busy, and the program would wait for its answer all that time instead of
+    // starting alongside.
+    await Promise.race([helloCheck, running.status]);
+
+    try {
+      const [{ Tunnel }, { Resolver }] = await Promise.all([
+        import("../core/host/tunnel/mod.ts"),
+        import("../core/host/tunnel/dns.ts"),
+      ]);
       tunnel = await Tunnel.start(config, { logger });
       applyRoutes(tunnel, plan);
       for (const r of plan.rules) {
@@ -320,18 +385,20 @@ export async function main(args: string[]): Promise<number> {
       const resolver = config.interface.dns.servers.length > 0
         ? Resolver.forTunnel(tunnel)
         : undefined;
-      broker = await Broker.start(tunnel, {
-        logger,
-        dir,
-        resolver,
-        routes: interposerRoutes(config, plan, hostAddresses()),
-        killSwitch: opts.killSwitch || undefined,
-      });
+      broker.attach(tunnel, resolver);
     } catch (e) {
+      // The program has not reached the tunnel (its requests wait for attach): it ends here.
       say(`cannot start the tunnel: ${(e as Error).message}`);
+      try {
+        running.kill("SIGKILL");
+      } catch {
+        // exited meanwhile
+      }
+      await running.status;
+      helloDone.abort();
+      await helloCheck;
       return 1;
     }
-    if (early) return 128 + (SIGNUM[early] ?? 0);
     if (statusPath !== undefined && uid !== null) {
       const running = tunnel;
       const started = Date.now();
@@ -357,48 +424,8 @@ export async function main(args: string[]): Promise<number> {
         });
       }
     }
+    await sandbox.revokeDeferred();
 
-    const extra: Record<string, string> = { WRAPGUARD_HELLO: "1" };
-    if (opts.logLevel === "debug" && opts.logFile === undefined) extra.WRAPGUARD_DEBUG = "1";
-    const env = childEnv(Deno.env.toObject(), broker.env(), lib, extra);
-    if (inspected.why) {
-      logger.info("supervisor path", { file: inspected.why.file, reason: inspected.why.reason });
-    }
-    try {
-      child = new Deno.Command(supervisor, {
-        args: supervisorArgv(inspected.path, target, rest),
-        env: supervisorEnv(env),
-        clearEnv: true,
-        stdin: "inherit",
-        stdout: "inherit",
-        stderr: "inherit",
-      }).spawn();
-    } catch (e) {
-      const hint = e instanceof Deno.errors.PermissionDenied
-        ? ` (is ${tmp} mounted noexec? set TMPDIR elsewhere)`
-        : "";
-      say(`cannot start ${name} under the supervisor: ${(e as Error).message}${hint}`);
-      return 126;
-    }
-    logger.info("started", { command: name, pid: child.pid });
-    // DESIGN.md decision 7: from here on the host cannot start programs, write files or read
-    // the environment; a janitor started just before removes the private directory at the end.
-    sandbox = await lockDown(dir);
-    if (early) child.kill(early);
-
-    const running = child;
-    const helloDone = new AbortController();
-    let killed = false;
-    const helloCheck = broker.waitForHello(running.pid, HELLO_TIMEOUT_MS, helloDone.signal)
-      .then((ok) => {
-        if (ok || helloDone.signal.aborted) return;
-        killed = true;
-        try {
-          running.kill("SIGKILL");
-        } catch {
-          // exited meanwhile
-        }
-      });
     const status = await running.status;
     helloDone.abort();
     await helloCheck;

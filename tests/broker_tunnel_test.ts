@@ -13,7 +13,7 @@ import type { TunnelConn, TunnelListener } from "../core/host/tunnel/tcp.ts";
 import { Tunnel } from "../core/host/tunnel/mod.ts";
 import { encodeKey, generatePrivateKey, publicKeyOf } from "../core/wireguard/keys.ts";
 import { preloadLibrary } from "./_support/fake_broker.ts";
-import { run, which } from "./_support/proc.ts";
+import { run, sleep, spawn, which } from "./_support/proc.ts";
 
 const lib = await preloadLibrary();
 
@@ -354,4 +354,62 @@ except OSError as e:
   assert.equal(s.broker.stats.authFailures, 1);
   assert.equal(s.broker.stats.tcpConnects + s.broker.stats.tcpFailed, 0);
   assert.equal(s.seenPorts.length, 0);
+});
+
+Deno.test("broker: opened before its tunnel, it answers HELLO and holds the rest until attach", async () => {
+  await using s = await setup();
+  // A second broker on the same tunnel, in the two steps `run` takes.
+  const early = await Broker.open(s.a.config);
+  try {
+    const child = spawn(null, [
+      "python3",
+      "-c",
+      `
+import socket, sys
+print("started", flush=True)
+s = socket.create_connection(("10.202.0.1", 7))
+s.sendall(b"held, then served")
+print(s.recv(100).decode(), flush=True)
+`,
+    ], { env: { ...early.env(), LD_PRELOAD: lib, WRAPGUARD_HELLO: "1" } });
+    // HELLO is answered without a tunnel: the program runs its own start meanwhile.
+    assert.ok(await early.waitForHello(child.pid, 10_000), "HELLO before attach");
+    await child.waitForOutput("started", { stream: "stdout", timeoutMs: 10_000 });
+    // Its connect waits: nothing has reached the peer, and the program has not gone on.
+    await sleep(300);
+    assert.equal(child.exited, false);
+    assert.deepEqual(s.seenPorts, []);
+    early.attach(s.a);
+    const r = await child.wait(15_000);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /held, then served/);
+    assert.equal(s.seenPorts.length, 1);
+  } finally {
+    await early.close();
+  }
+});
+
+Deno.test("broker: closed before any tunnel came, the held requests end unanswered", async () => {
+  await using s = await setup();
+  const early = await Broker.open(s.a.config);
+  const child = spawn(null, [
+    "python3",
+    "-c",
+    `
+import socket
+print("started", flush=True)
+try:
+    socket.create_connection(("10.202.0.1", 7))
+    print("connected")
+except OSError as e:
+    print("refused", e.errno)
+`,
+  ], { env: { ...early.env(), LD_PRELOAD: lib, WRAPGUARD_HELLO: "1" } });
+  await child.waitForOutput("started", { stream: "stdout", timeoutMs: 10_000 });
+  await sleep(200);
+  await early.close();
+  const r = await child.wait(15_000);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /refused \d+/);
+  assert.deepEqual(s.seenPorts, []);
 });

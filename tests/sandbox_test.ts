@@ -18,11 +18,21 @@ const dir = await Deno.makeTempDir({ dir: scratch, prefix: "wrapguard-run-" });
 await Deno.chmod(dir, 0o700);
 await Deno.writeTextFile(dir + "/libwrapguard.so", "stand-in");
 const child = new Deno.Command("sleep", { args: ["0.3"] }).spawn();
-const sandbox = await lockDown(dir);
+const sandbox = await lockDown(dir, { deferWrite: mode === "deferred" });
 const r = { dir, revoked: sandbox.revoked, janitor: sandbox.janitor };
 const attempt = (name, fn) => {
   try { fn(); r[name] = "allowed"; } catch (e) { r[name] = e.name; }
 };
+if (mode === "deferred") {
+  // What run does between the program's start and its status socket: spawn and env are gone,
+  // write is still there until revokeDeferred().
+  attempt("deferredSpawn", () => new Deno.Command("true").spawn());
+  attempt("deferredEnv", () => Deno.env.get("HOME"));
+  attempt("deferredWrite", () => Deno.writeTextFileSync(dir + "/status.sock", "x"));
+  r.deferredRevoked = [...sandbox.revoked];
+  await sandbox.revokeDeferred();
+  r.revoked = sandbox.revoked;
+}
 attempt("spawn", () => new Deno.Command("true").spawn());
 attempt("writeOutside", () => Deno.writeTextFileSync(scratch + "/outside", "x"));
 attempt("writeInside", () => Deno.writeTextFileSync(dir + "/more", "x"));
@@ -31,7 +41,7 @@ attempt("env", () => Deno.env.get("HOME"));
 r.childCode = (await child.status).code;
 r.stillThere = Deno.statSync(dir + "/libwrapguard.so").isFile;
 console.log(JSON.stringify(r));
-if (mode === "release") await sandbox.release();
+if (mode !== "hang") await sandbox.release();
 else await new Promise(() => setInterval(() => {}, 1000));
 `;
 
@@ -127,5 +137,19 @@ Deno.test("sandbox: the private dir is removed even when the host is killed", as
     await host.stdout.cancel();
     await host.stderr.cancel();
     assert.ok(await gone(r.dir, 3000), "the janitor removed the dir after SIGKILL");
+  });
+});
+
+Deno.test("sandbox: deferWrite keeps write (only) until revokeDeferred, then the same lock", async () => {
+  await withScratch(async (scratch, script) => {
+    const out = await start(script, scratch, "deferred").output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    const r = JSON.parse(new TextDecoder().decode(out.stdout));
+    assert.deepEqual(r.deferredRevoked, ["run", "env"]);
+    assert.equal(r.deferredSpawn, "NotCapable");
+    assert.equal(r.deferredEnv, "NotCapable");
+    assert.equal(r.deferredWrite, "allowed");
+    assertLocked(r, scratch);
+    assert.throws(() => Deno.statSync(r.dir), Deno.errors.NotFound, "private dir removed");
   });
 });

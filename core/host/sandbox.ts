@@ -6,6 +6,7 @@
  * ```text
  * before the child: --allow-write (private dir, log file), --allow-run, --allow-env
  *   spawn child ─► lockDown(dir): start the janitor ─► revoke run, write, env
+ *     (with deferWrite: run and env; write at revokeDeferred(), once the status socket exists)
  *   …the child runs; the host keeps net and read…
  *   release(): close the janitor's stdin ─► it removes dir ─► wait for it
  * ```
@@ -29,6 +30,11 @@ export interface Sandbox {
   /** Whether a janitor will remove the private directory. */
   readonly janitor: boolean;
   /**
+   * Revokes what `deferWrite` kept (write, when a janitor runs); nothing otherwise. `revoked`
+   * names it from then on.
+   */
+  revokeDeferred(): Promise<void>;
+  /**
    * Ends the run: the janitor removes the private directory. Resolves once it has (at most
    * `timeoutMs`). Safe to call more than once.
    */
@@ -45,7 +51,10 @@ const JANITOR_SCRIPT = 'trap "" HUP INT QUIT TERM TSTP; while read -r _; do :; d
  * Starts the janitor for `privateDir`, then revokes `run`, `write` and `env` for the rest of the
  * process's life. Call it right after the wrapped program has started, and `release()` when it
  * has ended. Without a usable `/bin/sh` (or permission to run it) nothing is revoked but `run`
- * and `env`, and write stays so that the host can remove the directory itself.
+ * and `env`, and write stays so that the host can remove the directory itself. With `deferWrite`
+ * write stays until `revokeDeferred()`: `run` creates its status socket (which needs write) once
+ * its tunnel is up, after the program has started, and the janitor must be running from the
+ * program's start (a host killed in between still leaves no directory).
  *
  * @example
  * ```ts ignore
@@ -60,7 +69,7 @@ const JANITOR_SCRIPT = 'trap "" HUP INT QUIT TERM TSTP; while read -r _; do :; d
  */
 export async function lockDown(
   privateDir: string,
-  options: { shell?: string } = {},
+  options: { shell?: string; deferWrite?: boolean } = {},
 ): Promise<Sandbox> {
   let janitor: Deno.ChildProcess | undefined;
   let writer: WritableStreamDefaultWriter<Uint8Array> | undefined;
@@ -77,13 +86,20 @@ export async function lockDown(
   } catch {
     janitor = undefined;
   }
-  const revoked: Deno.PermissionName[] = janitor ? ["run", "write", "env"] : ["run", "env"];
+  const revoked: Deno.PermissionName[] = janitor && !options.deferWrite
+    ? ["run", "write", "env"]
+    : ["run", "env"];
   for (const name of revoked) await Deno.permissions.revoke({ name });
 
   let released: Promise<void> | undefined;
   return {
     revoked,
     janitor: janitor !== undefined,
+    async revokeDeferred(): Promise<void> {
+      if (!janitor || revoked.includes("write")) return;
+      await Deno.permissions.revoke({ name: "write" });
+      revoked.splice(1, 0, "write");
+    },
     release(timeoutMs = 5000): Promise<void> {
       released ??= (async () => {
         if (!janitor || !writer) {

@@ -12,6 +12,12 @@
  *       BIND (then LISTEN), LISTEN+RELAY, ACCEPT, LOOKUP ─► listen.ts
  * ```
  *
+ * Two steps, so that a launcher can start its program before the tunnel is up: {@link Broker.open}
+ * listens and answers HELLO (the interposer's first words, which hold the program until answered),
+ * and every other request waits until {@link Broker.attach} gives it the tunnel. `run` spawns the
+ * program between the two, and the program's start overlaps the tunnel's (docs/performance.md
+ * "Cold start"). {@link Broker.start} is both at once.
+ *
  * Private by construction (DESIGN.md decision 2): the socket lives in a directory only the
  * invoking user can enter, and every connection must first prove it knows the per-run secret
  * that only the wrapped program's environment carries. Nothing listens on a TCP port.
@@ -33,7 +39,7 @@
  *
  * @module
  */
-import { formatIP, formatPrefix, type Prefix } from "../../wire/addr.ts";
+import { formatIP, formatPrefix, type IpBytes, type Prefix } from "../../wire/addr.ts";
 import type { BrokerContext, BrokerHost, BrokerStats } from "./context.ts";
 import { readExact, writeAll } from "./io.ts";
 import {
@@ -92,12 +98,24 @@ export interface BrokerOptions {
   dnsSearch?: string[];
 }
 
+/** What the broker's defaults come from: a tunnel's config (a `Config` is one). */
+export interface BrokerConfig {
+  interface: { addresses: Prefix[]; dns?: { search: string[] } };
+  peers: { allowedIPs: Prefix[] }[];
+}
+
+/** {@link BrokerOptions} for {@link Broker.open}, before the tunnel (and its resolver) exist. */
+export interface BrokerOpenOptions extends Omit<BrokerOptions, "resolver"> {
+  /**
+   * The servers the environment names (`WRAPGUARD_DNS`) when the resolver that
+   * {@link Broker.attach} brings will answer the program's lookups.
+   */
+  dnsServers?: IpBytes[];
+}
+
 /** A `BrokerHost` that also names its routes and addresses (a `Tunnel` is one). */
 export interface BrokerTunnel extends BrokerHost {
-  readonly config: {
-    interface: { addresses: Prefix[]; dns?: { search: string[] } };
-    peers: { allowedIPs: Prefix[] }[];
-  };
+  readonly config: BrokerConfig;
 }
 
 function hex(b: Uint8Array): string {
@@ -126,33 +144,37 @@ export class Broker {
   readonly #listener: Deno.UnixListener;
   readonly #ownsDir: boolean;
   readonly #env: Record<string, string>;
-  readonly #ctx: BrokerContext;
+  readonly #logger: Logger;
+  /** Set by {@link attach}: until then only HELLO is served. */
+  #ctx: BrokerContext | undefined;
+  #dns: BrokerDns | undefined;
+  /** Settles with the attach (true) or the close (false), whichever comes first. */
+  readonly #attached = Promise.withResolvers<boolean>();
   readonly #inbound = new Inbound();
   readonly #live = new Set<{ close(): void }>();
   readonly #tasks = new Set<Promise<void>>();
   readonly #accepting: Promise<void>;
-  readonly #dns: BrokerDns | undefined;
   readonly #hellos = new Set<number>();
   #helloWaiters: (() => void)[] = [];
   #closed = false;
 
   private constructor(
-    tunnel: BrokerTunnel,
+    config: BrokerConfig,
     dir: string,
     ownsDir: boolean,
     listener: Deno.UnixListener,
-    options: BrokerOptions,
+    options: BrokerOpenOptions,
   ) {
     this.dir = dir;
     this.socketPath = `${dir}/${BROKER_SOCKET_NAME}`;
     this.#ownsDir = ownsDir;
     this.#listener = listener;
     this.#secret = crypto.getRandomValues(new Uint8Array(SECRET_LEN));
-    const logger = options.logger ?? silentLogger;
+    this.#logger = options.logger ?? silentLogger;
     const routes = options.routes ??
-      tunnel.config.peers.flatMap((p) => p.allowedIPs.map(formatPrefix));
+      config.peers.flatMap((p) => p.allowedIPs.map(formatPrefix));
     const everything = routes.some((r) => r.endsWith("/0") && !r.startsWith("!"));
-    const addresses = options.addresses ?? tunnel.config.interface.addresses;
+    const addresses = options.addresses ?? config.interface.addresses;
     this.#env = {
       WRAPGUARD_SOCKET_DIR: dir,
       WRAPGUARD_SECRET: hex(this.#secret),
@@ -160,33 +182,34 @@ export class Broker {
       WRAPGUARD_ADDRESSES: addresses.map(formatPrefix).join(","),
       WRAPGUARD_KILL_SWITCH: (options.killSwitch ?? everything) ? "1" : "0",
     };
-    if (options.resolver) {
-      this.#dns = {
-        resolver: options.resolver,
-        transport: stackDnsTransport(tunnel),
-        tcp: tunnel,
-      };
-      this.#env.WRAPGUARD_DNS = options.resolver.servers.map(formatIP).join(",");
-      this.#env.WRAPGUARD_DNS_SEARCH =
-        (options.dnsSearch ?? tunnel.config.interface.dns?.search ?? []).join(",");
+    if (options.dnsServers) {
+      this.#env.WRAPGUARD_DNS = options.dnsServers.map(formatIP).join(",");
+      this.#env.WRAPGUARD_DNS_SEARCH = (options.dnsSearch ?? config.interface.dns?.search ?? [])
+        .join(",");
     }
-    this.#ctx = {
-      host: tunnel,
-      logger,
-      stats: this.stats,
-      track: (r) => {
-        this.#live.add(r);
-        return () => this.#live.delete(r);
-      },
-    };
     this.#accepting = this.#acceptLoop();
   }
 
   /**
-   * Creates the private directory (or checks the given one) and starts listening.
+   * {@link open} and {@link attach} at once: a broker that serves everything from the start.
    * @throws {Deno.errors.PermissionDenied} when `options.dir` is reachable by other users.
    */
   static async start(tunnel: BrokerTunnel, options: BrokerOptions = {}): Promise<Broker> {
+    const broker = await Broker.open(tunnel.config, {
+      ...options,
+      dnsServers: options.resolver?.servers,
+    });
+    broker.attach(tunnel, options.resolver);
+    return broker;
+  }
+
+  /**
+   * Creates the private directory (or checks the given one) and starts listening, before there
+   * is a tunnel: HELLO is answered at once, every other request waits for {@link attach} (or
+   * ends unanswered when the broker closes first). `config` gives the defaults of `options`.
+   * @throws {Deno.errors.PermissionDenied} when `options.dir` is reachable by other users.
+   */
+  static async open(config: BrokerConfig, options: BrokerOpenOptions = {}): Promise<Broker> {
     let dir = options.dir;
     const ownsDir = dir === undefined;
     if (dir === undefined) {
@@ -201,7 +224,26 @@ export class Broker {
       }
     }
     const listener = Deno.listen({ transport: "unix", path: `${dir}/${BROKER_SOCKET_NAME}` });
-    return new Broker(tunnel, dir, ownsDir, listener, options);
+    return new Broker(config, dir, ownsDir, listener, options);
+  }
+
+  /**
+   * Gives the broker its tunnel (and the resolver that answers lookups, when the environment
+   * names DNS servers): the requests that waited are served now, in the order they came.
+   */
+  attach(tunnel: BrokerHost, resolver?: Resolver): void {
+    if (this.#ctx || this.#closed) return;
+    if (resolver) this.#dns = { resolver, transport: stackDnsTransport(tunnel), tcp: tunnel };
+    this.#ctx = {
+      host: tunnel,
+      logger: this.#logger,
+      stats: this.stats,
+      track: (r) => {
+        this.#live.add(r);
+        return () => this.#live.delete(r);
+      },
+    };
+    this.#attached.resolve(true);
   }
 
   /**
@@ -238,7 +280,7 @@ export class Broker {
   }
 
   #noteHello(pid: number): void {
-    this.#ctx.logger.debug("hello", { pid });
+    this.#logger.debug("hello", { pid });
     this.stats.hellos++;
     this.#hellos.add(pid);
     const w = this.#helloWaiters;
@@ -250,6 +292,7 @@ export class Broker {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#attached.resolve(false);
     for (const f of this.#helloWaiters.splice(0)) f();
     this.#listener.close();
     for (const r of this.#live) {
@@ -259,7 +302,7 @@ export class Broker {
         // already closed
       }
     }
-    this.#ctx.host.poke();
+    this.#ctx?.host.poke();
     await this.#accepting;
     await Promise.allSettled([...this.#tasks]);
     if (this.#ownsDir) await Deno.remove(this.dir, { recursive: true }).catch(() => {});
@@ -278,21 +321,21 @@ export class Broker {
       }
     } catch (e) {
       if (!this.#closed) {
-        this.#ctx.logger.error("broker stopped accepting", { error: (e as Error).message });
+        this.#logger.error("broker stopped accepting", { error: (e as Error).message });
       }
     }
   }
 
   async #serveOne(conn: Deno.Conn): Promise<void> {
-    const untrack = this.#ctx.track(conn);
+    this.#live.add(conn);
     try {
       await this.#serve(conn);
     } catch (e) {
-      this.#ctx.logger.debug("broker connection ended with an error", {
+      this.#logger.debug("broker connection ended with an error", {
         error: (e as Error).message,
       });
     } finally {
-      untrack();
+      this.#live.delete(conn);
       try {
         conn.close();
       } catch {
@@ -314,7 +357,8 @@ export class Broker {
   }
 
   async #serve(conn: Deno.Conn): Promise<void> {
-    const { logger, stats } = this.#ctx;
+    const { stats } = this;
+    const logger = this.#logger;
     const head = await this.#readRequest(conn);
     if (!head) {
       stats.malformed++;
@@ -337,36 +381,39 @@ export class Broker {
       await writeAll(conn, errorReply(Status.Auth));
       return;
     }
+    if (req.op === Op.Hello) return await serveHello(conn, req, (pid) => this.#noteHello(pid));
+    // Before attach the request waits here, its connection open: the program's call blocks as
+    // it would on a slow network.
+    if (!this.#ctx && !(await this.#attached.promise)) return;
+    const ctx = this.#ctx!;
     switch (req.op) {
       case Op.Connect:
-        return await serveConnect(this.#ctx, conn, req);
+        return await serveConnect(ctx, conn, req);
       case Op.Udp:
-        return await serveUdp(this.#ctx, conn, req);
+        return await serveUdp(ctx, conn, req);
       case Op.Bind:
         return await serveBind(
-          this.#ctx,
+          ctx,
           this.#inbound,
           conn,
           req,
           (r) => secretEqual(r.secret, this.#secret),
         );
       case Op.Accept:
-        return await serveAccept(this.#ctx, this.#inbound, conn, req);
+        return await serveAccept(ctx, this.#inbound, conn, req);
       case Op.Lookup:
-        return await serveLookup(this.#ctx, this.#inbound, conn, req);
-      case Op.Hello:
-        return await serveHello(conn, req, (pid) => this.#noteHello(pid));
+        return await serveLookup(ctx, this.#inbound, conn, req);
       case Op.Resolve:
         stats.resolves++;
-        return await serveResolve(this.#ctx, conn, req, this.#dns);
+        return await serveResolve(ctx, conn, req, this.#dns);
       case Op.Query:
         stats.queries++;
-        return await serveQuery(this.#ctx, conn, req, this.#dns);
+        return await serveQuery(ctx, conn, req, this.#dns);
       case Op.Listen:
         // A first request may only LISTEN for a kernel listener (RELAY); a tunnel listener's
         // LISTEN follows its BIND on the same connection.
         if (req.flags & Flag.Relay) {
-          return await serveRelayListen(this.#ctx, this.#inbound, conn, req);
+          return await serveRelayListen(ctx, this.#inbound, conn, req);
         }
         await writeAll(conn, errorReply(Status.BadRequest));
     }
