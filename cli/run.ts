@@ -27,7 +27,6 @@ import { lockDown, type Sandbox } from "../core/host/sandbox.ts";
 import { parseOptions } from "./_args.ts";
 import { type Config, loadConfig } from "../core/config/mod.ts";
 import { Broker } from "../core/host/broker/mod.ts";
-import type { Resolver } from "../core/host/tunnel/dns.ts";
 import {
   childEnv,
   inspectTarget,
