@@ -658,6 +658,21 @@ export class Stack implements IpOutput {
     this._transmit(packet);
   }
 
+  /**
+   * {@link _build} for a transport, after {@link send}'s check of the source.
+   * @throws {TypeError} when `src` is not ours or the families differ.
+   * @throws {MessageTooLongError} when the payload can not fit one IP datagram.
+   */
+  build(src: IpBytes, dst: IpBytes, protocol: number, payloadLen: number): Uint8Array {
+    if (!this.isLocal(src)) throw new TypeError("Cannot send from an address that is not ours");
+    return this._build(src, dst, protocol, payloadLen);
+  }
+
+  /** {@link _transmit} for a transport: sends a packet made by {@link build}. */
+  transmit(packet: Uint8Array): void {
+    this._transmit(packet);
+  }
+
   maxPayload(dst: IpBytes): number {
     return this.pathMtu(dst) - (dst.length === 4 ? IPV4_HEADER_LEN : IPV6_HEADER_LEN);
   }

@@ -25,6 +25,15 @@ export interface IpOutput {
    * `core/wire/checksum.ts` `pseudoHeaderSum`.
    */
   send(src: IpBytes, dst: IpBytes, protocol: number, payload: Uint8Array): void;
+  /**
+   * Optional, for a transport that writes its payload in place (TCP, every segment): a packet of
+   * its final size with the IP header written; the caller fills the last `payloadLen` bytes
+   * (checksum included) and hands the packet to {@link transmit}. One allocation and no copy
+   * where {@link send} takes two and one.
+   */
+  build?(src: IpBytes, dst: IpBytes, protocol: number, payloadLen: number): Uint8Array;
+  /** Sends a packet made by {@link build}. */
+  transmit?(packet: Uint8Array): void;
   /** Largest transport payload that fits one tunnel packet to `dst` (MTU minus IP header). */
   maxPayload(dst: IpBytes): number;
   /** Picks our source address for a destination (the configured address of the same family). */
