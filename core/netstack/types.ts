@@ -45,7 +45,10 @@ export interface IpOutput {
 /** A transport protocol attached to the IP layer. */
 export interface Transport {
   readonly protocol: number;
-  /** A packet for us: `payload` is the transport header and data (a view; copy to keep). */
+  /**
+   * A packet for us: `payload` is the transport header and data. All three are views of a buffer
+   * that is reused once this returns: copy what you keep (addresses too).
+   */
   input(now: number, src: IpBytes, dst: IpBytes, payload: Uint8Array): void;
   /** An ICMP error about a packet we sent; `quoted` is its transport header as far as quoted. */
   icmpError(now: number, kind: IcmpErrorKind, src: IpBytes, dst: IpBytes, quoted: Uint8Array): void;

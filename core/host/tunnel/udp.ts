@@ -28,6 +28,12 @@ export interface UdpTransportOptions {
   backend?: UdpBackend;
   /** The largest datagram expected (the tunnel's MTU plus WireGuard's 32 bytes); default 1452. */
   maxDatagram?: number;
+  /**
+   * One datagram. `data` may be a view of the transport's receive buffer, valid only during the
+   * call (the native transport reuses it for the next batch): copy what you keep. The engine
+   * decrypts it in place and every layer above copies what it keeps (TCP into its ring, UDP
+   * sockets by their own contract, fragments into the reassembler).
+   */
   onDatagram(from: Endpoint, data: Uint8Array): void;
   onError?(error: Error): void;
 }

@@ -305,7 +305,9 @@ export class NativeUdpTransport implements UdpTransport {
             continue;
           }
           const at = i * this.#slot;
-          const data = this.#rx.slice(at, at + this.#rxView.getUint32(m, true));
+          // A view, not a copy: a copy per datagram (an ArrayBuffer each, and the GC work that
+          // external memory brings) was a third of the receive path's CPU (docs/performance.md).
+          const data = this.#rx.subarray(at, at + this.#rxView.getUint32(m, true));
           onDatagram(this.#endpoint(m), data);
         }
       }
