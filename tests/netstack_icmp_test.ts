@@ -361,12 +361,15 @@ Deno.test("an error quoting a packet that is not ours changes nothing", () => {
 
 class FakeTransport implements Transport {
   inputs: [number, IpBytes, IpBytes, Uint8Array][] = [];
+  /** The source addresses as handed over, uncopied. */
+  rawSources: IpBytes[] = [];
   errors: [IcmpErrorKind, IpBytes, IpBytes, Uint8Array][] = [];
   ticks: number[] = [];
   next = Infinity;
   constructor(readonly protocol: number) {}
   input(now: number, src: IpBytes, dst: IpBytes, payload: Uint8Array): void {
-    this.inputs.push([now, src, dst, payload.slice()]);
+    this.rawSources.push(src);
+    this.inputs.push([now, src.slice(), dst.slice(), payload.slice()]);
   }
   icmpError(_now: number, kind: IcmpErrorKind, src: IpBytes, dst: IpBytes, quoted: Uint8Array) {
     this.errors.push([kind, src, dst, quoted.slice()]);
@@ -391,10 +394,13 @@ Deno.test("attach: a transport gets its packets, its errors, and its timers", ()
   assert.equal(tb.inputs.length, 2);
   assert.deepEqual(tb.inputs[0], [50, A4, B4, seg]);
   assert.deepEqual(tb.inputs[1], [50, A6, B6, seg]);
-  // The addresses handed over are the transport's to keep (not views into the packet).
+  // The addresses handed over are views into the packet, as the payload is (a transport copies
+  // what it keeps, as TcpLayer does for a new connection): no allocation per segment.
   const packet = v4(A4, B4, 6, seg);
   b.input(60, packet);
+  assert.deepEqual(tb.rawSources[2], A4);
   packet.fill(0);
+  assert.deepEqual(tb.rawSources[2], new Uint8Array(4));
   assert.deepEqual(tb.inputs[2]![1], A4);
   // Timers: pollAt is the earliest of the transports', tick reaches them.
   assert.equal(a.pollAt(), Infinity);

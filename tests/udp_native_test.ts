@@ -60,7 +60,8 @@ Deno.test("batched UDP helper: datagrams keep their bytes and order against kern
   assert.ok(lib, helper.reason);
   const got: { from: Endpoint; data: Uint8Array }[] = [];
   const native = NativeUdpTransport.open(lib, {
-    onDatagram: (from, data) => got.push({ from, data }),
+    // The data is a view of the receive buffer, valid during the call (udp.ts): kept, copied.
+    onDatagram: (from, data) => got.push({ from, data: data.slice() }),
   });
   /** `count` datagrams from kernel socket `k` to the helper: all arrive, intact and in order. */
   const fromKernel = async (k: dgram.Socket, host: string, count: number) => {
