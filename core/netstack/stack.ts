@@ -132,6 +132,12 @@ export interface StackOptions {
   mtu: number;
   /** Called with each IP packet to send into the tunnel (the buffer is the receiver's to keep). */
   output: (packet: Uint8Array) => void;
+  /**
+   * `output` copies what it keeps, so a packet is valid only during the call (the engine seals
+   * each packet into its datagram): TCP's segments are then built in one buffer the stack reuses,
+   * with no allocation per segment. Default false.
+   */
+  outputCopies?: boolean;
   /** Limits of fragment reassembly (timeouts, memory). */
   reassembly?: Partial<ReassemblyLimits>;
   /** Token bucket for ICMP errors we send (RFC 1812 4.3.2.8, RFC 4443 2.4(f)). */
@@ -216,6 +222,9 @@ export class Stack implements IpOutput {
 
   readonly #addresses: IpBytes[];
   readonly #output: (packet: Uint8Array) => void;
+  readonly #outputCopies: boolean;
+  /** Where {@link build} writes TCP's segments when `output` copies; grown on demand. */
+  #txScratch = new Uint8Array(2048);
   readonly #transports = new Map<number, Transport>();
   readonly #reassembler: Reassembler;
   readonly #icmp: IcmpLayer;
@@ -247,6 +256,7 @@ export class Stack implements IpOutput {
     this.#addresses = addresses.map((a) => a.slice());
     this.mtu = mtu;
     this.#output = options.output;
+    this.#outputCopies = options.outputCopies ?? false;
     this.#random = options.random ?? defaultRandom;
     this.#ipv4Ident = Math.floor(this.#random() * 0x10000);
     this.#ipv6Ident = Math.floor(this.#random() * 0x1_0000_0000);
@@ -547,11 +557,18 @@ export class Stack implements IpOutput {
   }
 
   /**
-   * @internal Allocates a packet of its final size with the IP header written; the caller
-   * writes the payload at `packet.subarray(headerLen)` and passes it to {@link _transmit}.
+   * @internal Allocates a packet of its final size with the IP header written (or, given `into`,
+   * writes it at the start of `into` and returns that view); the caller writes the payload at
+   * `packet.subarray(headerLen)` and passes it to {@link _transmit}.
    * @throws {MessageTooLongError} when the payload can not fit one IP datagram.
    */
-  _build(src: IpBytes, dst: IpBytes, protocol: number, payloadLen: number): Uint8Array {
+  _build(
+    src: IpBytes,
+    dst: IpBytes,
+    protocol: number,
+    payloadLen: number,
+    into?: Uint8Array,
+  ): Uint8Array {
     if (src.length !== dst.length) {
       throw new TypeError("Cannot send between addresses of different families");
     }
@@ -561,7 +578,9 @@ export class Stack implements IpOutput {
           `Cannot send ${payloadLen} bytes over IPv4: at most ${65535 - IPV4_HEADER_LEN} fit`,
         );
       }
-      const packet = new Uint8Array(IPV4_HEADER_LEN + payloadLen);
+      const packet = into
+        ? into.subarray(0, IPV4_HEADER_LEN + payloadLen)
+        : new Uint8Array(IPV4_HEADER_LEN + payloadLen);
       this.#ipv4Ident = (this.#ipv4Ident + 1) & 0xffff;
       emitIpv4({
         src,
@@ -579,7 +598,9 @@ export class Stack implements IpOutput {
         `Cannot send ${payloadLen} bytes over IPv6: at most ${IPV6_MAX_PAYLOAD} fit`,
       );
     }
-    const packet = new Uint8Array(IPV6_HEADER_LEN + payloadLen);
+    const packet = into
+      ? into.subarray(0, IPV6_HEADER_LEN + payloadLen)
+      : new Uint8Array(IPV6_HEADER_LEN + payloadLen);
     emitIpv6({ src, dst, nextHeader: protocol, payloadLen, hopLimit: DEFAULT_HOP_LIMIT }, packet);
     return packet;
   }
@@ -663,13 +684,20 @@ export class Stack implements IpOutput {
   }
 
   /**
-   * {@link _build} for a transport, after {@link send}'s check of the source.
+   * {@link _build} for a transport, after {@link send}'s check of the source. With
+   * `outputCopies`, into one buffer the stack keeps: the packet is valid until {@link transmit}
+   * returns, and `transmit` comes before the next `build`.
    * @throws {TypeError} when `src` is not ours or the families differ.
    * @throws {MessageTooLongError} when the payload can not fit one IP datagram.
    */
   build(src: IpBytes, dst: IpBytes, protocol: number, payloadLen: number): Uint8Array {
     if (!this.isLocal(src)) throw new TypeError("Cannot send from an address that is not ours");
-    return this._build(src, dst, protocol, payloadLen);
+    if (!this.#outputCopies) return this._build(src, dst, protocol, payloadLen);
+    const size = (src.length === 4 ? IPV4_HEADER_LEN : IPV6_HEADER_LEN) + payloadLen;
+    if (size > this.#txScratch.length && size <= 65535 + IPV6_HEADER_LEN) {
+      this.#txScratch = new Uint8Array(Math.max(size, 2 * this.#txScratch.length));
+    }
+    return this._build(src, dst, protocol, payloadLen, this.#txScratch);
   }
 
   /** {@link _transmit} for a transport: sends a packet made by {@link build}. */

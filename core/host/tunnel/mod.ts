@@ -107,6 +107,8 @@ export class Tunnel {
     this.stack = new Stack({
       addresses: config.interface.addresses.map((p) => p.addr),
       mtu,
+      // The engine copies every packet into its datagram (or stages a copy): see Device.send.
+      outputCopies: true,
       output: (packet) => {
         const peer = this.policy.forPacket(packet);
         if (peer) this.device.sendToPeer(this.scheduler.now(), peer, packet);
