@@ -301,6 +301,8 @@ export async function main(args: string[]): Promise<number> {
       say((e as Error).message);
       return 1;
     }
+    // With "DNS =" the program's lookups go through the tunnel's resolver (DESIGN.md decision 4).
+    const tunnelDns = config.interface.dns.servers.length > 0;
     // The broker answers HELLO from here on and holds every other request until the tunnel is
     // up: the program starts now, and its start (an interpreter, a shell's execs) overlaps the
     // loading of the tunnel's modules and the tunnel's start (docs/performance.md "Cold start").
@@ -310,9 +312,7 @@ export async function main(args: string[]): Promise<number> {
         dir,
         routes: interposerRoutes(config, plan, hostAddresses()),
         killSwitch: opts.killSwitch || undefined,
-        dnsServers: config.interface.dns.servers.length > 0
-          ? config.interface.dns.servers
-          : undefined,
+        dnsServers: tunnelDns ? config.interface.dns.servers : undefined,
       });
     } catch (e) {
       say(`cannot start the tunnel: ${(e as Error).message}`);
@@ -381,9 +381,7 @@ export async function main(args: string[]): Promise<number> {
           origin: r.origin,
         });
       }
-      const resolver = config.interface.dns.servers.length > 0
-        ? Resolver.forTunnel(tunnel)
-        : undefined;
+      const resolver = tunnelDns ? Resolver.forTunnel(tunnel) : undefined;
       broker.attach(tunnel, resolver);
     } catch (e) {
       // The program has not reached the tunnel (its requests wait for attach): it ends here.

@@ -130,7 +130,10 @@ export interface StackOptions {
   addresses: IpBytes[];
   /** Tunnel MTU: the largest IP packet given to `output`. */
   mtu: number;
-  /** Called with each IP packet to send into the tunnel (the buffer is the receiver's to keep). */
+  /**
+   * Called with each IP packet to send into the tunnel (the buffer is the receiver's to keep,
+   * unless `outputCopies`).
+   */
   output: (packet: Uint8Array) => void;
   /**
    * `output` copies what it keeps, so a packet is valid only during the call (the engine seals
@@ -483,16 +486,14 @@ export class Stack implements IpOutput {
   ): void {
     const stats = this.stats;
     const payload = packet.subarray(at);
-    // Addresses are copied for the receivers that may keep them (UDP sockets, ICMP): the packet
-    // buffer is the host's. An attached transport gets views and copies what it keeps (TCP
-    // copies only for a new connection): two allocations fewer on every segment.
-    if (protocol !== IpProtocol.UDP && protocol !== (v6 ? IpProtocol.ICMPV6 : IpProtocol.ICMP)) {
-      const t = this.#transports.get(protocol);
-      if (t) {
-        stats.delivered++;
-        t.input(now, srcView, dstView, payload);
-        return;
-      }
+    // An attached transport (never UDP or ICMP: attach refuses them) gets views and copies what
+    // it keeps (TCP only for a new connection): two allocations fewer on every segment. The
+    // built-in receivers may keep the addresses, and the packet buffer is the host's: copies.
+    const t = this.#transports.get(protocol);
+    if (t) {
+      stats.delivered++;
+      t.input(now, srcView, dstView, payload);
+      return;
     }
     const src = srcView.slice(), dst = dstView.slice();
     if (protocol === IpProtocol.UDP) {

@@ -32,7 +32,7 @@ export interface IpOutput {
    * where {@link send} takes two and one.
    */
   build?(src: IpBytes, dst: IpBytes, protocol: number, payloadLen: number): Uint8Array;
-  /** Sends a packet made by {@link build}. */
+  /** Sends a packet made by {@link build}; present whenever `build` is. */
   transmit?(packet: Uint8Array): void;
   /** Largest transport payload that fits one tunnel packet to `dst` (MTU minus IP header). */
   maxPayload(dst: IpBytes): number;

@@ -255,10 +255,8 @@ function emitSegment(
   // The segment is written where it goes, inside the IP packet, when the IP layer offers that:
   // one buffer per segment instead of two and a copy (docs/performance.md, bulk upload).
   const ip = host.ip;
-  const packet = ip.build
-    ? ip.build(tcb.local, tcb.remote, IpProtocol.TCP, hl + dataLen)
-    : new Uint8Array(hl + dataLen);
-  const buf = ip.build ? packet.subarray(packet.length - hl - dataLen) : packet;
+  const packet = ip.build?.(tcb.local, tcb.remote, IpProtocol.TCP, hl + dataLen);
+  const buf = packet ? packet.subarray(packet.length - hl - dataLen) : new Uint8Array(hl + dataLen);
   r.emitHeader(buf);
   if (dataLen > 0) tcb.sendBuf.copyOut(dataOff - tcb.sndBufStart, buf, hl, dataLen);
   const sum = tcpChecksum(buf, tcb.local, tcb.remote);
@@ -272,7 +270,7 @@ function emitSegment(
   }
   host.stats.segmentsOut++;
   if (rst) host.stats.resetsSent++;
-  if (ip.transmit && ip.build) ip.transmit(packet);
+  if (packet) ip.transmit!(packet);
   else ip.send(tcb.local, tcb.remote, IpProtocol.TCP, buf);
 }
 
