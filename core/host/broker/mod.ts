@@ -388,7 +388,8 @@ export class Broker {
     const ctx = this.#ctx!;
     switch (req.op) {
       case Op.Connect:
-        return await serveConnect(ctx, conn, req);
+        // Not awaited: #serve's frame and the request would stay alive as long as the relay.
+        return serveConnect(ctx, conn, req);
       case Op.Udp:
         return await serveUdp(ctx, conn, req);
       case Op.Bind:

@@ -81,6 +81,7 @@ export async function serveConnect(
     host.poke();
   }
   const untrack = ctx.track({ close: () => tcp.abort() });
+  let relayed: Promise<void> | undefined;
   try {
     const err = await opened(tcp);
     if (err) {
@@ -111,9 +112,12 @@ export async function serveConnect(
       conn.abort(); // the program went away while we connected
       return;
     }
-    await relay(unix, conn);
+    // Returned, not awaited: this frame (and the request it holds) is not kept suspended for
+    // the connection's life; only the relay's pumps are (docs/performance.md).
+    relayed = relay(unix, conn).finally(untrack);
+    return relayed;
   } finally {
-    untrack();
+    if (!relayed) untrack();
   }
 }
 
@@ -122,7 +126,7 @@ export async function serveConnect(
  * connection to its listener) and a tunnel connection, until both directions have ended; resets
  * both on an error.
  */
-export async function relay(unix: Deno.Conn, conn: TunnelConn): Promise<void> {
+export function relay(unix: Deno.Conn, conn: TunnelConn): Promise<void> {
   let failed = false;
   const fail = () => {
     if (failed) return;
@@ -161,6 +165,8 @@ export async function relay(unix: Deno.Conn, conn: TunnelConn): Promise<void> {
       fail();
     }
   })();
-  await Promise.all([up, down]);
-  if (!failed) conn.close();
+  // Chained rather than awaited, so that an idle connection keeps no suspended frame here.
+  return Promise.all([up, down]).then(() => {
+    if (!failed) conn.close();
+  });
 }
