@@ -278,6 +278,7 @@ export async function serveAccept(
     return;
   }
   const untrack = ctx.track({ close: () => conn.abort() });
+  let relayed: Promise<void> | undefined;
   try {
     const tc = new TunnelConn(conn, ctx.host);
     try {
@@ -286,9 +287,11 @@ export async function serveAccept(
       tc.abort();
       return;
     }
-    await relay(unix, tc);
+    // Returned, not awaited, as in serveConnect: an idle connection keeps no frame of ours.
+    relayed = relay(unix, tc).finally(untrack);
+    return relayed;
   } finally {
-    untrack();
+    if (!relayed) untrack();
   }
 }
 
@@ -336,9 +339,8 @@ export async function serveRelayListen(
     }
     const k = kernel!;
     const untrackConn = ctx.track({ close: () => tunnelConn.abort() });
-    try {
-      await relay(k, tunnelConn);
-    } finally {
+    // Chained, not awaited, as in serveConnect: an idle connection keeps no frame of ours.
+    return relay(k, tunnelConn).finally(() => {
       untrackConn();
       state.byLoopbackPort.delete((k.localAddr as Deno.NetAddr).port);
       try {
@@ -346,7 +348,7 @@ export async function serveRelayListen(
       } catch {
         // closed by the relay
       }
-    }
+    });
   };
   listener.onAccept = () => {
     for (let c = listener.accept(); c; c = listener.accept()) {

@@ -401,7 +401,7 @@ export class Broker {
           (r) => secretEqual(r.secret, this.#secret),
         );
       case Op.Accept:
-        return await serveAccept(ctx, this.#inbound, conn, req);
+        return serveAccept(ctx, this.#inbound, conn, req); // not awaited, as Connect
       case Op.Lookup:
         return await serveLookup(ctx, this.#inbound, conn, req);
       case Op.Resolve:
